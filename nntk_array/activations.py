@@ -1,0 +1,70 @@
+"""Pointwise activations of the built-in MLP and their almost-everywhere derivatives.
+
+The derivative is what reverse-mode autodiff of the forward expression gives (also at the
+kinks), so the structured NTK of :class:`nntk_array.MLP` equals the autodiff NTK exactly.
+For sign, step and sawtooth the derivative is the a.e. one (0, 0 and 2): the local NTK
+ignores the jumps, which is the degeneracy the nonlocal NTK repairs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .backends.special import erf
+from ._typing import Array, Namespace
+
+__all__ = ["ACTIVATIONS", "LEAKY_RELU_SLOPE", "Activation"]
+
+LEAKY_RELU_SLOPE = 0.01
+
+_Fn = Callable[[Namespace, Array], Array]
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An activation ``fn`` and its almost-everywhere derivative ``deriv``."""
+
+    name: str
+    fn: _Fn
+    deriv: _Fn
+
+
+def _step(xp: Namespace, z: Array) -> Array:
+    return xp.astype(z > 0, z.dtype)
+
+
+def _zeros(xp: Namespace, z: Array) -> Array:
+    return xp.zeros_like(z)
+
+
+def _ones(xp: Namespace, z: Array) -> Array:
+    return xp.ones_like(z)
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in (
+        Activation("relu", lambda xp, z: xp.where(z > 0, z, 0.0), _step),
+        Activation(
+            "leaky_relu",
+            lambda xp, z: xp.where(z > 0, z, LEAKY_RELU_SLOPE * z),
+            lambda xp, z: xp.where(z > 0, xp.ones_like(z), xp.full_like(z, LEAKY_RELU_SLOPE)),
+        ),
+        Activation("tanh", lambda xp, z: xp.tanh(z), lambda xp, z: 1.0 - xp.tanh(z) ** 2),
+        Activation(
+            "erf", erf, lambda xp, z: (2.0 / math.sqrt(math.pi)) * xp.exp(-(z * z))
+        ),
+        Activation("sign", lambda xp, z: xp.sign(z), _zeros),
+        Activation("step", _step, _zeros),
+        # 2(z - floor(z + 1/2)): the period-1 sawtooth with range [-1, 1), slope 2.
+        Activation(
+            "sawtooth",
+            lambda xp, z: 2.0 * (z - xp.floor(z + 0.5)),
+            lambda xp, z: xp.full_like(z, 2.0),
+        ),
+        Activation("abs", lambda xp, z: xp.abs(z), lambda xp, z: xp.sign(z)),
+        Activation("identity", lambda xp, z: z, _ones),
+    )
+}

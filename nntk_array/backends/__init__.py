@@ -1,0 +1,10 @@
+"""The backend seam: the only package that names torch, jax or cupy.
+
+Each module imports its backend inside functions, so ``import nntk_array`` loads none of them.
+
+- :mod:`.random`: native random generators drawing on the input's device and dtype.
+- :mod:`.autodiff`: Jacobians of user callables through ``torch.func`` or ``jax``.
+- :mod:`.special`: native ``erf`` where the library has one (the standard has none).
+- :mod:`.dtypes`: dtype availability (JAX without x64).
+- :mod:`.sync`: device synchronization for timing (benchmarks only).
+"""

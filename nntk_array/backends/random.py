@@ -1,0 +1,167 @@
+"""Random numbers on the input's device and dtype, from each library's native generator.
+
+The array API standard has no random module. :class:`Generator` wraps NumPy's
+``Generator``, a ``torch.Generator`` on the target device, ``cupy.random`` or a JAX key that
+is split per draw. Libraries without a generator of their own (array-api-strict and any other
+standard library) draw with NumPy on the host and transfer; that is the only route that
+touches the host, and it is taken only for host libraries.
+
+Streams are reproducible within one library and device (same seed, same numbers), not across
+libraries: to reproduce one estimate exactly on another backend, pass explicit samples.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from array_api_compat import (
+    is_cupy_namespace,
+    is_jax_namespace,
+    is_numpy_namespace,
+    is_torch_namespace,
+)
+
+from .._typing import Array, Device, DType, Namespace, SeedLike
+
+__all__ = ["Generator"]
+
+
+def _seed_value(seed: object) -> int | None:
+    """The int seed to use, or ``None`` when ``seed`` should be a native generator."""
+    if seed is None:
+        return int(np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0] >> 1)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        return None
+    if seed < 0:
+        raise ValueError(f"`seed` must be >= 0; got {seed!r}")
+    return int(seed)
+
+
+class Generator:
+    """A random generator bound to one array namespace, device and library stream.
+
+    Parameters
+    ----------
+    seed : int, native generator or None
+        An ``int`` >= 0 seeds the library's own generator; ``None`` draws fresh entropy.
+        A native generator is used as is: ``numpy.random.Generator`` (NumPy and
+        array-api-strict), ``torch.Generator`` (torch; must be on ``device``), a JAX key
+        (``jax.random.key`` or ``PRNGKey``), ``cupy.random.Generator`` (CuPy).
+    xp : namespace
+        The array namespace of the arrays to produce.
+    device : device, optional
+        Where draws land; the library's default device when ``None``.
+
+    Raises
+    ------
+    TypeError
+        ``seed`` is neither an int nor a generator of ``xp``'s library.
+    ValueError
+        ``seed`` is a negative int.
+    """
+
+    def __init__(self, seed: SeedLike, *, xp: Namespace, device: Device = None) -> None:
+        self.xp = xp
+        self.device = device
+        value = _seed_value(seed)
+        if is_jax_namespace(xp):
+            self._kind = "jax"
+            self._state = self._jax_key(seed, value)
+        elif is_torch_namespace(xp):
+            self._kind = "torch"
+            self._state = self._torch_generator(seed, value, device)
+        elif is_cupy_namespace(xp):
+            self._kind = "cupy"
+            self._state = self._cupy_generator(seed, value)
+        else:
+            self._kind = "host"
+            if value is not None:
+                self._state = np.random.default_rng(value)
+            elif isinstance(seed, np.random.Generator):
+                self._state = seed
+            else:
+                raise TypeError(
+                    f"`seed` must be an int or a numpy.random.Generator for "
+                    f"{xp.__name__}; got {type(seed).__name__}"
+                )
+
+    @staticmethod
+    def _bad(seed: object, lib: str, native: str) -> TypeError:
+        return TypeError(f"`seed` must be an int or a {native} for {lib}; got {type(seed).__name__}")
+
+    def _jax_key(self, seed: object, value: int | None) -> Array:
+        import jax
+
+        if value is not None:
+            return jax.random.key(value)
+        if isinstance(seed, jax.Array) and (
+            jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key) or seed.shape == (2,)
+        ):
+            return seed
+        raise self._bad(seed, "JAX", "JAX PRNG key")
+
+    @staticmethod
+    def _torch_generator(seed: object, value: int | None, device: Device) -> object:
+        import torch
+
+        dev = torch.device("cpu" if device is None else device)
+        if value is not None:
+            return torch.Generator(device=dev).manual_seed(value)
+        if isinstance(seed, torch.Generator):
+            if seed.device.type != dev.type:
+                raise ValueError(
+                    f"`seed` is a torch.Generator on {seed.device} but arrays go to {dev}; "
+                    "create the generator on the same device"
+                )
+            return seed
+        raise Generator._bad(seed, "torch", "torch.Generator")
+
+    @staticmethod
+    def _cupy_generator(seed: object, value: int | None) -> object:
+        import cupy
+
+        if value is not None:
+            return cupy.random.default_rng(value)
+        if isinstance(seed, cupy.random.Generator):
+            return seed
+        raise Generator._bad(seed, "CuPy", "cupy.random.Generator")
+
+    def normal(self, shape: tuple[int, ...], *, dtype: DType) -> Array:
+        """Standard normal draws of ``shape`` in ``dtype`` on the generator's device."""
+        return self._draw("normal", shape, dtype)
+
+    def uniform(self, shape: tuple[int, ...], *, dtype: DType) -> Array:
+        """Uniform draws on [0, 1) of ``shape`` in ``dtype`` on the generator's device."""
+        return self._draw("uniform", shape, dtype)
+
+    def _draw(self, dist: str, shape: tuple[int, ...], dtype: DType) -> Array:
+        xp, dev = self.xp, self.device
+        if self._kind == "jax":
+            import jax
+
+            self._state, key = jax.random.split(self._state)
+            fn = jax.random.normal if dist == "normal" else jax.random.uniform
+            out = fn(key, shape, dtype=dtype)
+            return out if dev is None else jax.device_put(out, dev)
+        if self._kind == "torch":
+            import torch
+
+            fn = torch.randn if dist == "normal" else torch.rand
+            g = self._state
+            return fn(shape, generator=g, dtype=dtype, device=g.device)
+        if self._kind == "cupy":
+            import cupy
+
+            g = self._state
+            with cupy.cuda.Device(getattr(dev, "id", dev)):
+                if dist == "normal":
+                    return g.standard_normal(shape, dtype=dtype)
+                return g.random(shape, dtype=dtype)
+        rng = self._state
+        if is_numpy_namespace(xp):
+            if dist == "normal":
+                return rng.standard_normal(shape, dtype=dtype)
+            return rng.random(shape, dtype=dtype)
+        host = rng.standard_normal(shape) if dist == "normal" else rng.random(shape)
+        return xp.asarray(host, dtype=dtype, device=dev)

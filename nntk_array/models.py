@@ -1,0 +1,316 @@
+"""The built-in multilayer perceptron with a flat parameter vector."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from array_api_compat import device as array_device
+
+from ._typing import Array, Device, DType, Namespace, SeedLike
+from ._validate import (
+    check_choice,
+    check_finite,
+    check_ndim,
+    check_positive_float,
+    check_positive_int,
+)
+from ._xp import as_namespace, default_float_dtype, resolve
+from .activations import ACTIVATIONS
+from .backends.dtypes import require_dtype
+from .backends.random import Generator
+
+__all__ = ["MLP"]
+
+PARAMETERIZATIONS = ("ntk", "standard")
+
+
+@dataclass(frozen=True)
+class _Layer:
+    fan_in: int
+    fan_out: int
+    w_start: int  # weights stored row-major as (fan_in, fan_out): z = a @ W
+    b_start: int | None
+    end: int
+    w_coef: float  # multiplies a @ W in the forward pass
+    b_coef: float
+
+
+@dataclass(frozen=True)
+class NTKTerm:
+    """One layer's share of the structured NTK: ``(a a'ᵀ + bias_sq) ⊙ (δ·δ')``.
+
+    ``a`` is the layer input scaled by its weight coefficient, shape ``(N, fan_in)``, or
+    ``None`` where the term has no input factor (a plain Jacobian);
+    ``delta`` the output sensitivities to the layer's pre-activations, shape
+    ``(N, O, fan_out)``, or ``None`` for the output layer, where it is the identity.
+    """
+
+    a: Array | None
+    bias_sq: float
+    delta: Array | None
+
+
+class MLP:
+    """A fully connected network ``in_features -> hidden... -> out_features``.
+
+    Parameters live in one flat vector ``theta`` of length :attr:`num_params`, laid out layer
+    by layer as the weight matrix of shape ``(fan_in, fan_out)`` (row-major), then the bias.
+
+    Parameters
+    ----------
+    in_features : int
+        Input dimension d.
+    hidden : sequence of int
+        Widths of the hidden layers (empty for a linear model).
+    out_features : int, default 1
+        Number of outputs O.
+    activation : str, default "relu"
+        One of ``relu``, ``leaky_relu`` (slope 0.01), ``tanh``, ``erf``, ``sign``, ``step``,
+        ``sawtooth`` (``2(z - floor(z + 1/2))``), ``abs``, ``identity``.
+    bias : bool, default True
+        Whether every layer has a bias.
+    parameterization : {"ntk", "standard"}
+        ``"ntk"``: ``z = weight_std/sqrt(fan_in) * a @ W + bias_std * b`` with all parameters
+        initialized N(0, 1) (neural-tangents' ``stax.Dense`` convention). ``"standard"``:
+        ``z = a @ W + b`` with W ~ N(0, weight_std²/fan_in) and b ~ N(0, bias_std²).
+    weight_std, bias_std : float, default 1.0
+        The σ_w and σ_b of both parameterizations.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import nntk_array as nk
+    >>> model = nk.MLP(1, (16, 16), 2, activation="tanh")
+    >>> theta = model.init(0, xp=np)
+    >>> model.apply(theta, np.ones((5, 1))).shape
+    (5, 2)
+    >>> model.apply(np.stack([theta, theta]), np.ones((5, 1))).shape
+    (2, 5, 2)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int] = (),
+        out_features: int = 1,
+        activation: str = "relu",
+        *,
+        bias: bool = True,
+        parameterization: str = "ntk",
+        weight_std: float = 1.0,
+        bias_std: float = 1.0,
+    ) -> None:
+        widths = [check_positive_int("in_features", in_features)]
+        if isinstance(hidden, numbers.Integral):
+            hidden = (int(hidden),)
+        widths += [check_positive_int(f"hidden[{i}]", h) for i, h in enumerate(hidden)]
+        widths.append(check_positive_int("out_features", out_features))
+        self.activation = check_choice("activation", activation, tuple(ACTIVATIONS))
+        self.parameterization = check_choice(
+            "parameterization", parameterization, PARAMETERIZATIONS
+        )
+        if not isinstance(bias, bool):
+            raise TypeError(f"`bias` must be a bool; got {type(bias).__name__}")
+        self.bias = bias
+        self.weight_std = check_positive_float("weight_std", weight_std)
+        self.bias_std = check_positive_float("bias_std", bias_std)
+        self.in_features, self.out_features = widths[0], widths[-1]
+        self.hidden = tuple(widths[1:-1])
+        self._layers = self._layout(widths)
+
+    def _layout(self, widths: list[int]) -> tuple[_Layer, ...]:
+        ntk = self.parameterization == "ntk"
+        layers, start = [], 0
+        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+            b_start = start + fan_in * fan_out
+            end = b_start + (fan_out if self.bias else 0)
+            layers.append(
+                _Layer(
+                    fan_in,
+                    fan_out,
+                    start,
+                    b_start if self.bias else None,
+                    end,
+                    self.weight_std / math.sqrt(fan_in) if ntk else 1.0,
+                    self.bias_std if ntk else 1.0,
+                )
+            )
+            start = end
+        return tuple(layers)
+
+    @property
+    def num_params(self) -> int:
+        """Length P of the flat parameter vector."""
+        return self._layers[-1].end
+
+    def __repr__(self) -> str:
+        return (
+            f"MLP(in_features={self.in_features}, hidden={self.hidden}, "
+            f"out_features={self.out_features}, activation={self.activation!r}, "
+            f"bias={self.bias}, parameterization={self.parameterization!r}, "
+            f"weight_std={self.weight_std}, bias_std={self.bias_std})"
+        )
+
+    def init(
+        self,
+        seed: SeedLike,
+        *,
+        xp: Namespace = None,
+        dtype: DType = None,
+        device: Device = None,
+    ) -> Array:
+        """Draw initial parameters.
+
+        Parameters
+        ----------
+        seed : int, native generator or None
+            Seed or generator of ``xp``'s library (see :class:`nntk_array.backends.random.Generator`).
+        xp : module or namespace, default numpy
+            ``numpy``, ``torch``, ``jax.numpy``, ``cupy``, ``array_api_strict`` or their
+            array-API namespaces.
+        dtype : dtype, optional
+            A real floating dtype of ``xp``; the library's default float dtype if omitted.
+        device : device, optional
+            Where the parameters live; the library's default device if omitted.
+
+        Returns
+        -------
+        theta : array, shape (P,)
+
+        Raises
+        ------
+        TypeError
+            ``dtype`` is not real floating, or ``seed`` is not an int or a generator of ``xp``.
+        ValueError
+            float64 is requested on JAX without 64-bit mode; ``seed`` is negative.
+
+        Examples
+        --------
+        >>> import array_api_strict as xp
+        >>> theta = MLP(3, (8,)).init(0, xp=xp, dtype=xp.float32)
+        >>> theta.shape, theta.dtype
+        ((41,), array_api_strict.float32)
+        """
+        if xp is None:
+            import numpy
+
+            xp = numpy
+        xp = as_namespace(xp)
+        if dtype is None:
+            dtype = default_float_dtype(xp, device)
+        if not xp.isdtype(dtype, "real floating"):
+            raise TypeError(f"`dtype` must be a real floating dtype; got {dtype!r}")
+        require_dtype(xp, dtype)
+        theta = Generator(seed, xp=xp, device=device).normal((self.num_params,), dtype=dtype)
+        if self.parameterization == "ntk":
+            return theta
+        scales = []
+        for layer in self._layers:
+            scales.append((layer.w_start, self.weight_std / math.sqrt(layer.fan_in)))
+            if layer.b_start is not None:
+                scales.append((layer.b_start, self.bias_std))
+        bounds = [s for s, _ in scales[1:]] + [self.num_params]
+        scale = xp.concat(
+            [
+                xp.full((end - start,), value, dtype=dtype, device=array_device(theta))
+                for (start, value), end in zip(scales, bounds)
+            ]
+        )
+        return theta * scale
+
+    def apply(self, theta: Array, x: Array) -> Array:
+        """Evaluate the network.
+
+        Parameters
+        ----------
+        theta : array, shape (P,) or (B, P)
+            One parameter vector, or a batch of B evaluated with one batched matmul per layer.
+        x : array, shape (N, in_features)
+
+        Returns
+        -------
+        array, shape (N, O) for ``theta`` of shape (P,), (B, N, O) for a batch.
+
+        Raises
+        ------
+        TypeError
+            Mixed array libraries, or non-floating dtypes.
+        ValueError
+            Wrong shapes, mixed devices, or NaN/inf in the inputs.
+        """
+        xp, (theta, x) = resolve(theta=theta, x=x)
+        self.check_theta(theta, batched=True)
+        self.check_x("x", x)
+        check_finite(xp, theta=theta, x=x)
+        return self._forward(xp, theta, x)[0]
+
+    __call__ = apply
+
+    def check_theta(self, theta: Array, *, batched: bool) -> None:
+        """Raise ``ValueError`` unless ``theta`` has shape (P,) (or (B, P) if ``batched``)."""
+        what = f"(P,) or (B, P) with P = {self.num_params}" if batched else f"({self.num_params},)"
+        check_ndim("theta", theta, (1, 2) if batched else (1,), what)
+        if theta.shape[-1] != self.num_params:
+            raise ValueError(f"`theta` must have shape {what}; got shape {tuple(theta.shape)}")
+
+    def check_x(self, name: str, x: Array) -> None:
+        """Raise ``ValueError`` unless ``x`` has shape (N, in_features)."""
+        what = f"(N, {self.in_features})"
+        check_ndim(name, x, (2,), what)
+        if x.shape[1] != self.in_features:
+            raise ValueError(f"`{name}` must have shape {what}; got shape {tuple(x.shape)}")
+
+    def _params(self, xp: Namespace, theta: Array, layer: _Layer) -> tuple[Array, Array | None]:
+        lead = tuple(theta.shape[:-1])
+        w = xp.reshape(
+            theta[..., layer.w_start : layer.w_start + layer.fan_in * layer.fan_out],
+            (*lead, layer.fan_in, layer.fan_out),
+        )
+        if layer.b_start is None:
+            return w, None
+        b = xp.reshape(theta[..., layer.b_start : layer.end], (*lead, 1, layer.fan_out))
+        return w, b
+
+    def _forward(
+        self, xp: Namespace, theta: Array, x: Array
+    ) -> tuple[Array, list[tuple[Array, Array]]]:
+        """Output and, per layer, (input activation, pre-activation). No validation."""
+        act = ACTIVATIONS[self.activation]
+        a, trace = x, []
+        last = len(self._layers) - 1
+        for i, layer in enumerate(self._layers):
+            w, b = self._params(xp, theta, layer)
+            z = xp.matmul(a, w)
+            if layer.w_coef != 1.0:
+                z = z * layer.w_coef
+            if b is not None:
+                z = z + (b if layer.b_coef == 1.0 else layer.b_coef * b)
+            trace.append((a, z))
+            a = z if i == last else act.fn(xp, z)
+        return a, trace
+
+    def ntk_terms(self, xp: Namespace, theta: Array, x: Array) -> list[NTKTerm]:
+        """Per-layer factors of the exact NTK at ``theta`` (shape (P,)) for inputs ``x``.
+
+        For a dense layer ``z = c_w a W + c_b b`` the Jacobian contraction factorizes as
+        ``(c_w² a a'ᵀ + c_b²) ⊙ (δ δ'ᵀ)``, so no (N, P) Jacobian is formed. No validation.
+        """
+        act = ACTIVATIONS[self.activation]
+        _, trace = self._forward(xp, theta, x)
+        terms: list[NTKTerm] = []
+        delta: Array | None = None
+        for layer, (a, z) in zip(reversed(self._layers), reversed(trace)):
+            bias_sq = layer.b_coef**2 if layer.b_start is not None else 0.0
+            if delta is not None:
+                delta = delta * act.deriv(xp, z)[:, None, :]
+            terms.append(NTKTerm(layer.w_coef * a, bias_sq, delta))
+            if layer is self._layers[0]:
+                break
+            w, _ = self._params(xp, theta, layer)
+            wt = layer.w_coef * xp.permute_dims(w, (1, 0))  # (fan_out, fan_in)
+            delta = wt[None, ...] if delta is None else xp.matmul(delta, wt)
+        return terms[::-1]
+
