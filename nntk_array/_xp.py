@@ -47,14 +47,17 @@ def resolve(**arrays: Array | None) -> tuple[Namespace, tuple[Array, ...]]:
             f"all array arguments must come from one array library, but {libs}; "
             "convert them to one library (and one device) first"
         ) from None
-    names = list(present)
-    first = names[0]
-    for name in names[1:]:
-        if device(present[name]) != device(present[first]):
-            raise ValueError(
-                f"`{name}` is on device {device(present[name])!r} but `{first}` is on "
-                f"{device(present[first])!r}; move them to one device first"
-            )
+    # JAX tracers (inside jit, grad, vmap) report no device: nothing to compare there.
+    placed = {name: device(a) for name, a in present.items()}
+    placed = {name: d for name, d in placed.items() if d is not None}
+    if placed:
+        first, dev = next(iter(placed.items()))
+        for name, d in placed.items():
+            if d != dev:
+                raise ValueError(
+                    f"`{name}` is on device {d!r} but `{first}` is on {dev!r}; "
+                    "move them to one device first"
+                )
     for name, a in present.items():
         if not xp.isdtype(a.dtype, "real floating"):
             raise TypeError(

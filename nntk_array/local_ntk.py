@@ -202,7 +202,8 @@ def _blockwise(
     """
 
     def blocks(x: Array) -> list[Array]:
-        return [x[s : s + batch_size, ...] for s in range(0, x.shape[0], batch_size)]
+        n = x.shape[0]  # the standard leaves out-of-bounds slice stops unspecified
+        return [x[s : min(s + batch_size, n), ...] for s in range(0, n, batch_size)]
 
     def lazy(xs: list[Array]) -> Callable[[int], list[NTKTerm]]:
         if not cache:

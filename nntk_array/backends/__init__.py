@@ -6,5 +6,6 @@ Each module imports its backend inside functions, so ``import nntk_array`` loads
 - :mod:`.autodiff`: Jacobians of user callables through ``torch.func`` or ``jax``.
 - :mod:`.special`: native ``erf`` where the library has one (the standard has none).
 - :mod:`.dtypes`: dtype availability (JAX without x64).
+- :mod:`.tracing`: whether array values can be read now (JAX tracers cannot).
 - :mod:`.sync`: device synchronization for timing (benchmarks only).
 """
