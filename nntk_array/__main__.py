@@ -17,7 +17,9 @@ def _demo() -> None:
     x = np.linspace(-1.0, 1.0, 5)[:, None]
     kernel = ntk(model, theta, x)
     print(f"nntk_array {__version__}: exact local NTK of {model}")
-    print(f"at x = {np.array2string(x[:, 0], precision=2)} (NumPy, float64, P = {model.num_params})")
+    print(
+        f"at x = {np.array2string(x[:, 0], precision=2)} (NumPy, float64, P = {model.num_params})"
+    )
     print(np.array2string(kernel, precision=4, suppress_small=True))
 
 

@@ -12,8 +12,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .backends.special import erf
 from ._typing import Array, Namespace
+from .backends.special import erf
 
 __all__ = ["ACTIVATIONS", "LEAKY_RELU_SLOPE", "Activation"]
 
@@ -53,9 +53,7 @@ ACTIVATIONS: dict[str, Activation] = {
             lambda xp, z: xp.where(z > 0, xp.ones_like(z), xp.full_like(z, LEAKY_RELU_SLOPE)),
         ),
         Activation("tanh", lambda xp, z: xp.tanh(z), lambda xp, z: 1.0 - xp.tanh(z) ** 2),
-        Activation(
-            "erf", erf, lambda xp, z: (2.0 / math.sqrt(math.pi)) * xp.exp(-(z * z))
-        ),
+        Activation("erf", erf, lambda xp, z: (2.0 / math.sqrt(math.pi)) * xp.exp(-(z * z))),
         Activation("sign", lambda xp, z: xp.sign(z), _zeros),
         Activation("step", _step, _zeros),
         # 2(z - floor(z + 1/2)): the period-1 sawtooth with range [-1, 1), slope 2.

@@ -152,37 +152,35 @@ def _contract(
 ) -> Array:
     """Σ over terms of (a a'ᵀ + c) ⊙ (δ·δ'), for one block pair."""
     total = None
-    for p, q in zip(ti, tj):
-        gram = None
-        if p.a is not None:
+    for p, q in zip(ti, tj, strict=True):
+        if p.delta is not None and q.delta is not None:
+            sens = _sensitivity_gram(xp, p.delta, q.delta, n_out=n_out, full=full)
+        elif full and p.a is not None:  # output layer: δ is the identity
+            sens = xp.eye(n_out, dtype=p.a.dtype, device=device(p.a))
+        else:
+            sens = None
+        if p.a is None:
+            term = sens
+        else:
             gram = xp.matmul(p.a, xp.permute_dims(q.a, (1, 0)))
             if p.bias_sq:
                 gram = gram + p.bias_sq
-        if p.delta is None:  # output layer: δ is the identity
             if full:
-                eye = xp.eye(n_out, dtype=gram.dtype, device=device(gram))
-                term = gram[:, :, None, None] * eye
-            else:
-                term = gram
-        else:
-            ni, nj = p.delta.shape[0], q.delta.shape[0]
-            if full:
-                d = xp.matmul(
-                    xp.reshape(p.delta, (ni * n_out, -1)),
-                    xp.permute_dims(xp.reshape(q.delta, (nj * n_out, -1)), (1, 0)),
-                )
-                d = xp.permute_dims(xp.reshape(d, (ni, n_out, nj, n_out)), (0, 2, 1, 3))
-                term = d if gram is None else gram[:, :, None, None] * d
-            else:
-                d = xp.matmul(
-                    xp.reshape(p.delta, (ni, -1)),
-                    xp.permute_dims(xp.reshape(q.delta, (nj, -1)), (1, 0)),
-                )
-                if n_out > 1:
-                    d = d / n_out
-                term = d if gram is None else gram * d
+                gram = gram[:, :, None, None]
+            term = gram if sens is None else gram * sens
         total = term if total is None else total + term
     return total
+
+
+def _sensitivity_gram(xp: Namespace, di: Array, dj: Array, *, n_out: int, full: bool) -> Array:
+    """Σ_k δ_i[o, k] δ_j[o', k]: all output pairs (``full``) or the mean over o = o'."""
+    ni, nj = di.shape[0], dj.shape[0]
+    rows = (ni * n_out, -1) if full else (ni, -1)
+    cols = (nj * n_out, -1) if full else (nj, -1)
+    d = xp.matmul(xp.reshape(di, rows), xp.permute_dims(xp.reshape(dj, cols), (1, 0)))
+    if full:
+        return xp.permute_dims(xp.reshape(d, (ni, n_out, nj, n_out)), (0, 2, 1, 3))
+    return d / n_out if n_out > 1 else d
 
 
 def _blockwise(
@@ -216,7 +214,9 @@ def _blockwise(
     if x2 is not None:
         feat2 = lazy(blocks(x2))
         n2 = -(-x2.shape[0] // batch_size)
-        return _assemble(xp, [[contract(feat1(i), feat2(j)) for j in range(n2)] for i in range(len(b1))])
+        return _assemble(
+            xp, [[contract(feat1(i), feat2(j)) for j in range(n2)] for i in range(len(b1))]
+        )
     rows: list[list[Array]] = [[] for _ in b1]
     for i in range(len(b1)):
         fi = feat1(i)

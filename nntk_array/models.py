@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 from collections.abc import Sequence
@@ -124,7 +125,7 @@ class MLP:
     def _layout(self, widths: list[int]) -> tuple[_Layer, ...]:
         ntk = self.parameterization == "ntk"
         layers, start = [], 0
-        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+        for fan_in, fan_out in itertools.pairwise(widths):
             b_start = start + fan_in * fan_out
             end = b_start + (fan_out if self.bias else 0)
             layers.append(
@@ -167,7 +168,8 @@ class MLP:
         Parameters
         ----------
         seed : int, native generator or None
-            Seed or generator of ``xp``'s library (see :class:`nntk_array.backends.random.Generator`).
+            Seed or generator of ``xp``'s library (see
+            :class:`nntk_array.backends.random.Generator`).
         xp : module or namespace, default numpy
             ``numpy``, ``torch``, ``jax.numpy``, ``cupy``, ``array_api_strict`` or their
             array-API namespaces.
@@ -216,7 +218,7 @@ class MLP:
         scale = xp.concat(
             [
                 xp.full((end - start,), value, dtype=dtype, device=array_device(theta))
-                for (start, value), end in zip(scales, bounds)
+                for (start, value), end in zip(scales, bounds, strict=True)
             ]
         )
         return theta * scale
@@ -302,7 +304,7 @@ class MLP:
         _, trace = self._forward(xp, theta, x)
         terms: list[NTKTerm] = []
         delta: Array | None = None
-        for layer, (a, z) in zip(reversed(self._layers), reversed(trace)):
+        for layer, (a, z) in zip(reversed(self._layers), reversed(trace), strict=True):
             bias_sq = layer.b_coef**2 if layer.b_start is not None else 0.0
             if delta is not None:
                 delta = delta * act.deriv(xp, z)[:, None, :]
@@ -313,4 +315,3 @@ class MLP:
             wt = layer.w_coef * xp.permute_dims(w, (1, 0))  # (fan_out, fan_in)
             delta = wt[None, ...] if delta is None else xp.matmul(delta, wt)
         return terms[::-1]
-

@@ -6,17 +6,17 @@ Only tests should copy device arrays to the host; algorithms never do.
 from __future__ import annotations
 
 import numpy as np
+from array_api_compat import array_namespace as _array_namespace
 from array_api_compat import (
     is_array_api_strict_namespace,
     is_cupy_array,
     is_jax_array,
     is_torch_array,
 )
-from array_api_compat import array_namespace as _array_namespace
 
 from ._typing import Array, DType
 
-__all__ = ["to_numpy", "tol"]
+__all__ = ["eps", "to_numpy", "tol"]
 
 _TIERS = {
     # tier: (float32, float64) relative tolerance
@@ -29,15 +29,18 @@ _TIERS = {
 def to_numpy(x: Array) -> np.ndarray:
     """Copy an array of any supported library to a NumPy array on the host."""
     if is_torch_array(x):
-        return x.detach().cpu().numpy()
+        cpu: np.ndarray = x.detach().cpu().numpy()
+        return cpu
     if is_cupy_array(x):
-        return x.get()
+        host: np.ndarray = x.get()
+        return host
     if is_jax_array(x):
         return np.asarray(x)
     xp = _array_namespace(x)
     if is_array_api_strict_namespace(xp):
         x = x.to_device(xp.__array_namespace_info__().default_device())
-    return np.asarray(x)
+    out: np.ndarray = np.asarray(x)
+    return out
 
 
 def tol(dtype: DType, tier: str) -> float:
@@ -48,4 +51,13 @@ def tol(dtype: DType, tier: str) -> float:
     ``exact``: two exact algorithms for the same quantity (e.g. structured vs autodiff NTK).
     """
     f32, f64 = _TIERS[tier]
-    return f32 if "float32" in str(dtype) else f64
+    return f32 if _is_single(dtype) else f64
+
+
+def eps(dtype: DType) -> float:
+    """Machine epsilon of a float32 or float64 dtype of any library."""
+    return float(np.finfo(np.float32 if _is_single(dtype) else np.float64).eps)
+
+
+def _is_single(dtype: DType) -> bool:
+    return "float32" in str(dtype)

@@ -30,8 +30,10 @@ ARCHS = [
 def _data(model: nk.MLP, seed: int, n1: int = 5, n2: int = 4) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(seed)
     theta = model.init(seed, xp=np, dtype=np.float64)
-    return theta, rng.standard_normal((n1, model.in_features)), rng.standard_normal(
-        (n2, model.in_features)
+    return (
+        theta,
+        rng.standard_normal((n1, model.in_features)),
+        rng.standard_normal((n2, model.in_features)),
     )
 
 

@@ -88,7 +88,9 @@ class Generator:
 
     @staticmethod
     def _bad(seed: object, lib: str, native: str) -> TypeError:
-        return TypeError(f"`seed` must be an int or a {native} for {lib}; got {type(seed).__name__}")
+        return TypeError(
+            f"`seed` must be an int or a {native} for {lib}; got {type(seed).__name__}"
+        )
 
     def _jax_key(self, seed: object, value: int | None) -> Array:
         import jax
@@ -96,7 +98,7 @@ class Generator:
         if value is not None:
             return jax.random.key(value)
         if isinstance(seed, jax.Array) and (
-            jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key) or seed.shape == (2,)
+            jax.numpy.issubdtype(seed.dtype, jax.dtypes.prng_key) or seed.shape == (2,)
         ):
             return seed
         raise self._bad(seed, "JAX", "JAX PRNG key")
@@ -141,15 +143,15 @@ class Generator:
             import jax
 
             self._state, key = jax.random.split(self._state)
-            fn = jax.random.normal if dist == "normal" else jax.random.uniform
-            out = fn(key, shape, dtype=dtype)
+            draw = jax.random.normal if dist == "normal" else jax.random.uniform
+            out = draw(key, shape, dtype=dtype)
             return out if dev is None else jax.device_put(out, dev)
         if self._kind == "torch":
             import torch
 
-            fn = torch.randn if dist == "normal" else torch.rand
+            sample = torch.randn if dist == "normal" else torch.rand
             g = self._state
-            return fn(shape, generator=g, dtype=dtype, device=g.device)
+            return sample(shape, generator=g, dtype=dtype, device=g.device)
         if self._kind == "cupy":
             import cupy
 
