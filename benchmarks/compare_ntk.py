@@ -49,6 +49,7 @@ from torch.func import functional_call, jacrev, vmap
 
 import nntk_array as nk
 from nntk_array.backends.sync import synchronize
+from nntk_array.testing import to_numpy
 
 IN_FEATURES = 64
 HIDDEN = (512, 512, 512)
@@ -70,6 +71,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=1024, help="number of inputs N (default 1024)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per method (default 3)")
     parser.add_argument("--quick", action="store_true", help=f"use N = {QUICK_N}")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: torch.func, torch, JAX and CuPy on the GPU (NumPy stays on the CPU)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.n = QUICK_N
@@ -133,20 +140,28 @@ def torch_func_ntk(net: nn.Module, x1: torch.Tensor, x2: torch.Tensor) -> torch.
     return result.sum(0).diagonal(dim1=-2, dim2=-1).mean(-1)
 
 
-def build_methods(model: nk.MLP, theta: np.ndarray, x: np.ndarray) -> list[Method]:
+def build_methods(model: nk.MLP, theta: np.ndarray, x: np.ndarray, device: str) -> list[Method]:
     """The methods to compare; the torch.func reference comes first."""
-    theta_t, x_t = torch.from_numpy(theta), torch.from_numpy(x)
-    net = torch_network(model, theta)
+    theta_t, x_t = torch.from_numpy(theta).to(device), torch.from_numpy(x).to(device)
+    net = torch_network(model, theta).to(device)
     methods = [
-        Method("torch.func vmap(jacrev)", "torch", lambda: torch_func_ntk(net, x_t, x_t)),
+        Method("torch.func vmap(jacrev)", f"torch:{device}", lambda: torch_func_ntk(net, x_t, x_t)),
         Method("nk.ntk", "numpy", lambda: nk.ntk(model, theta, x)),
-        Method("nk.ntk", "torch", lambda: nk.ntk(model, theta_t, x_t)),
+        Method("nk.ntk", f"torch:{device}", lambda: nk.ntk(model, theta_t, x_t)),
     ]
     if importlib.util.find_spec("jax") is not None:
-        import jax.numpy as jnp
+        import jax
 
-        theta_j, x_j = jnp.asarray(theta), jnp.asarray(x)
-        methods.append(Method("nk.ntk", "jax", lambda: nk.ntk(model, theta_j, x_j)))
+        # As torch's "highest": no TF32 for float32 matmuls (3 digits lost on GPUs otherwise).
+        jax.config.update("jax_default_matmul_precision", "float32")
+        dev = jax.devices("gpu" if device == "cuda" else "cpu")[0]
+        theta_j, x_j = jax.device_put(theta, dev), jax.device_put(x, dev)
+        methods.append(Method("nk.ntk", f"jax:{dev.platform}", lambda: nk.ntk(model, theta_j, x_j)))
+    if device == "cuda" and importlib.util.find_spec("cupy") is not None:
+        import cupy
+
+        theta_c, x_c = cupy.asarray(theta), cupy.asarray(x)
+        methods.append(Method("nk.ntk", "cupy", lambda: nk.ntk(model, theta_c, x_c)))
     return methods
 
 
@@ -160,7 +175,7 @@ def time_method(method: Method, repeat: int) -> tuple[float, np.ndarray]:
         kernel = method.run()
         synchronize(kernel)
         times.append(time.perf_counter() - start)
-    return statistics.median(times), np.asarray(kernel)
+    return statistics.median(times), to_numpy(kernel)
 
 
 def relative_error(kernel: np.ndarray, reference: np.ndarray) -> float:
@@ -192,14 +207,14 @@ def print_table(rows: list[tuple[Method, float, float]]) -> None:
     """Rows of (method, median seconds, relative error); the first row is the reference."""
     ref_time = rows[0][1]
     header = (
-        f"{'method':<24} {'backend':<8} {'median s':>10} {'ratio':>8} {'speed-up':>9} "
+        f"{'method':<24} {'backend':<10} {'median s':>10} {'ratio':>8} {'speed-up':>9} "
         f"{'max rel err':>12}"
     )
     print(header)
     print("-" * len(header))
     for method, seconds, err in rows:
         print(
-            f"{method.name:<24} {method.backend:<8} {seconds:>10.4f} {seconds / ref_time:>8.4f} "
+            f"{method.name:<24} {method.backend:<10} {seconds:>10.4f} {seconds / ref_time:>8.4f} "
             f"{ref_time / seconds:>8.1f}x {err:>12.2e}"
         )
     print("ratio = time / torch.func time; speed-up = torch.func time / time")
@@ -215,7 +230,7 @@ def main() -> None:
 
     rows: list[tuple[Method, float, float]] = []
     reference: np.ndarray | None = None
-    for method in build_methods(model, theta, x):
+    for method in build_methods(model, theta, x, args.device):
         seconds, kernel = time_method(method, args.repeat)
         if reference is None:
             reference = kernel

@@ -41,7 +41,7 @@ def _configure(name: str) -> tuple[object, object]:
         torch.backends.cudnn.allow_tf32 = False
         if GPU and not torch.cuda.is_available():
             pytest.skip("NNTK_DEVICE=cuda but torch sees no GPU")
-        dev = torch.device("cuda" if GPU else "cpu")
+        dev = torch.empty(0, device="cuda" if GPU else "cpu").device  # "cuda" -> "cuda:0"
         return array_namespace(torch.empty(0)), dev
     if name == "jax":
         jax = pytest.importorskip("jax")
