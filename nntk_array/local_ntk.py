@@ -91,7 +91,7 @@ def ntk(
             f.check_x("x2", x2)
         n_out = f.out_features
         features: Callable[[Array], list[NTKTerm]] = partial(f.ntk_terms, xp, theta)
-        per_input = _mlp_width(f)
+        per_input = _mlp_features_per_input(f)
     elif callable(f):
         check_ndim("theta", theta, (1,), "(P,)")
         check_ndim("x1", x1, tuple(range(1, 33)), "(N1, ...)")
@@ -126,7 +126,8 @@ def ntk(
     return _blockwise(xp, features, contract, x1, x2, batch_size, cache=cache)
 
 
-def _mlp_width(model: MLP) -> int:
+def _mlp_features_per_input(model: MLP) -> int:
+    """Numbers stored per input by `MLP.ntk_terms`: layer inputs, then O sensitivities per unit."""
     widths = (model.in_features, *model.hidden)
     return sum(widths) + model.out_features * sum(model.hidden)
 
