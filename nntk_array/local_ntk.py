@@ -213,10 +213,10 @@ def _blockwise(
     b1 = blocks(x1)
     feat1 = lazy(b1)
     if x2 is not None:
-        feat2 = lazy(blocks(x2))
-        n2 = -(-x2.shape[0] // batch_size)
+        b2 = blocks(x2)
+        feat2 = lazy(b2)
         return _assemble(
-            xp, [[contract(feat1(i), feat2(j)) for j in range(n2)] for i in range(len(b1))]
+            xp, [[contract(feat1(i), feat2(j)) for j in range(len(b2))] for i in range(len(b1))]
         )
     rows: list[list[Array]] = [[] for _ in b1]
     for i in range(len(b1)):
