@@ -46,11 +46,15 @@ def _ones(xp: Namespace, z: Array) -> Array:
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
-        Activation("relu", lambda xp, z: xp.where(z > 0, z, 0.0), _step),
+        # max(z, c z) in one pass; autodiff of maximum splits a tie evenly, hence the
+        # derivative (1 + c)/2 + (1 - c)/2 sign(z), which is c-or-1 off the kink.
+        Activation("relu", lambda xp, z: xp.maximum(z, 0.0), lambda xp, z: 0.5 * xp.sign(z) + 0.5),
         Activation(
             "leaky_relu",
-            lambda xp, z: xp.where(z > 0, z, LEAKY_RELU_SLOPE * z),
-            lambda xp, z: xp.where(z > 0, xp.ones_like(z), xp.full_like(z, LEAKY_RELU_SLOPE)),
+            lambda xp, z: xp.maximum(z, LEAKY_RELU_SLOPE * z),
+            lambda xp, z: (
+                (0.5 * (1.0 - LEAKY_RELU_SLOPE)) * xp.sign(z) + 0.5 * (1.0 + LEAKY_RELU_SLOPE)
+            ),
         ),
         Activation("tanh", lambda xp, z: xp.tanh(z), lambda xp, z: 1.0 - xp.tanh(z) ** 2),
         Activation("erf", erf, lambda xp, z: (2.0 / math.sqrt(math.pi)) * xp.exp(-(z * z))),

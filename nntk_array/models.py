@@ -277,22 +277,35 @@ class MLP:
         return w, b
 
     def _forward(
-        self, xp: Namespace, theta: Array, x: Array
+        self, xp: Namespace, theta: Array, x: Array, *, keep_trace: bool = True
     ) -> tuple[Array, list[tuple[Array, Array]]]:
-        """Output and, per layer, (input activation, pre-activation). No validation."""
+        """Output and, per layer, (input activation, pre-activation). No validation.
+
+        With ``keep_trace=False`` the trace stays empty, so each layer's temporaries are freed
+        as soon as the next layer is computed (batched Monte Carlo evaluations).
+        """
         act = ACTIVATIONS[self.activation]
         a, trace = x, []
         last = len(self._layers) - 1
         for i, layer in enumerate(self._layers):
             w, b = self._params(xp, theta, layer)
             z = xp.matmul(a, w)
+            # z is fresh: scale and shift it in place (no (B, N, width) temporaries)
             if layer.w_coef != 1.0:
-                z = z * layer.w_coef
+                z *= layer.w_coef
             if b is not None:
-                z = z + (b if layer.b_coef == 1.0 else layer.b_coef * b)
-            trace.append((a, z))
+                z += b if layer.b_coef == 1.0 else layer.b_coef * b
+            if keep_trace:
+                trace.append((a, z))
             a = z if i == last else act.fn(xp, z)
         return a, trace
+
+    def eval_bytes_per_set(self, n_inputs: int, itemsize: int) -> int:
+        """Bytes one parameter set needs in a batched untraced forward over ``n_inputs``:
+        a copy of the largest layer's weights and three activations of the widest layer."""
+        widths = (self.in_features, *self.hidden, self.out_features)
+        largest = max(layer.end - layer.w_start for layer in self._layers)
+        return itemsize * (largest + 3 * n_inputs * max(widths))
 
     def ntk_terms(self, xp: Namespace, theta: Array, x: Array) -> list[NTKTerm]:
         """Per-layer factors of the exact NTK at ``theta`` (shape (P,)) for inputs ``x``.

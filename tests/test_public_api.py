@@ -10,7 +10,8 @@ import nntk_array as nk
 def test_import_loads_no_optional_backend():
     code = (
         "import sys, nntk_array as nk; import numpy as np;"
-        "m = nk.MLP(1, (4,)); nk.ntk(m, m.init(0, xp=np), np.zeros((2, 1)));"
+        "m = nk.MLP(1, (4,)); t = m.init(0, xp=np); nk.ntk(m, t, np.zeros((2, 1)));"
+        "nk.nntk(m, t, np.zeros((2, 1)), sigma=0.1, samples=4, seed=0);"
         "print(sorted(k for k in ('torch', 'jax', 'cupy') if k in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -18,7 +19,18 @@ def test_import_loads_no_optional_backend():
 
 
 def test_public_names():
-    assert sorted(nk.__all__) == ["MLP", "__version__", "ntk"]
+    assert sorted(nk.__all__) == sorted(
+        [
+            "MLP",
+            "Attention",
+            "__version__",
+            "attention_weights",
+            "effective_sample_size",
+            "nntk",
+            "nonlocal_grad",
+            "ntk",
+        ]
+    )
     for name in nk.__all__:
         assert getattr(nk, name).__doc__ or name == "__version__"
 

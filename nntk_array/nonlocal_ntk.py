@@ -1,0 +1,562 @@
+"""Monte Carlo estimators of the nonlocal neural tangent kernel (math.md §4–5).
+
+With D (N × M) the model differences under M shared perturbations, w_m the per-row gradient
+weights, α (N × M) the sample weights (1/M, or attention) and ã = α ⊙ D ⊙ w, every estimator
+is a ratio of two bilinear forms,
+
+    K(x_i, x_k) = ã_i W ã_kᵀ / α_i V α_kᵀ,
+
+with (W, V) = (G, 11ᵀ) for "plugin", (G off-group, 11ᵀ off-group) for "unbiased",
+(diag d, I) for "sketch" and "directional"; G = U Uᵀ is the Gram matrix of the directions.
+For uniform α this is exactly math.md's U-statistic, plug-in and sketch kernels; for
+attention weights the denominator renormalizes over the pairs kept; dropping a batch of
+samples from both forms gives the delete-a-batch jackknife standard error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from array_api_compat import device
+
+from ._differences import (
+    DEFAULT_BUDGET,
+    Differences,
+    check_samples_array,
+    check_seed,
+    chunk_rows,
+    drawn_rows,
+    evaluate_differences,
+    make_directions,
+    make_smoothing,
+)
+from ._typing import Array, Namespace
+from ._validate import check_choice, check_finite, check_ndim, check_positive_int
+from ._xp import resolve
+from .attention import Attention
+from .backends.dtypes import require_dtype
+from .backends.linalg import gram
+from .models import MLP
+from .sampling import COL_TILE, Directions
+
+__all__ = ["ESTIMATORS", "nntk"]
+
+ESTIMATORS = ("unbiased", "plugin", "sketch", "directional")
+OUTPUTS = ("mean", "full")
+ROUTES = ("auto", "gram", "stream")
+ACCUMULATE = ("input", "float64")
+_JACKKNIFE_BATCHES = 20
+
+Model = Callable[[Array, Array], Array]
+
+
+def nntk(
+    f: MLP | Model,
+    theta: Array,
+    x1: Array,
+    x2: Array | None = None,
+    *,
+    sigma: float,
+    samples: int | Array,
+    seed: int | None = None,
+    rng: Any = None,
+    form: str = "gaussian",
+    radial: str = "gaussian",
+    scale: str = "gradient-consistent",
+    sampling: str = "iid",
+    estimator: str = "unbiased",
+    attention: Attention | None = None,
+    quadrature: int = 5,
+    outputs: str = "mean",
+    route: str = "auto",
+    batch_size: int | None = None,
+    memory_budget: int | None = None,
+    accumulate: str = "input",
+    return_stderr: bool = False,
+) -> Array | tuple[Array, Array]:
+    """Monte Carlo nonlocal NTK Θ_NL(x, x') = G f(x; θ) · G f(x'; θ).
+
+    The nonlocal gradient G f is estimated from M random parameter perturbations h_m shared
+    by all inputs; the model is evaluated for a chunk of perturbations at a time in one
+    batched call, and no (N, P) array is ever formed.
+
+    Parameters
+    ----------
+    f : MLP or callable
+        The built-in :class:`MLP`, or any ``f(thetas, x)`` mapping parameters (B, P) and
+        inputs (N, ...) to outputs (B, N) or (B, N, O). No gradients are needed: sign or step
+        activations, quantized weights and noisy models all work.
+    theta : array, shape (P,)
+    x1 : array, shape (N1, ...)
+    x2 : array, shape (N2, ...), optional
+        Defaults to ``x1``. Both share the same perturbations, so train and test rows of
+        one estimate are consistent.
+    sigma : float
+        Perturbation scale σ > 0. Gaussian form: h ~ N(0, σ²I). Paper form: the paper's
+        γ with ρ_γ ∝ exp(−|h|²/γ²) is γ = √2 σ; with ``radial="ball"``, σ is the radius.
+    samples : int or array of shape (M, P)
+        The number M of perturbations, or explicit unit-scale perturbations u (h = σu; for
+        the Gaussian forms standard normal rows, for the ball points of the unit ball): the
+        same array gives the same estimate on every backend.
+    seed : int, optional
+        Seed of the perturbation stream; a fresh one is drawn when neither ``seed`` nor
+        ``rng`` is given. Streams regenerate exactly per (seed, library, device).
+    rng : native generator, optional
+        ``numpy.random.Generator``, ``torch.Generator``, JAX key or CuPy generator.
+    form : {"gaussian", "paper"}
+        ``"gaussian"``: Stein form, G f = E[(f(θ+h) − f(θ)) h]/σ² = ∇ of f smoothed by
+        N(0, σ²I). ``"paper"``: G f = c E[(f(θ+h) − f(θ)) h/|h|²] with a radial density.
+    radial : {"gaussian", "ball"}
+        Radial density of the paper form.
+    scale : {"gradient-consistent", "literal"}
+        Paper form only: c = P (G f → ∇f as σ → 0) or c = 1 (the literal operator, which is
+        ∇f/P for linear f; the kernel is then 1/P² of the consistent one).
+    sampling : {"iid", "antithetic", "orthogonal", "qmc"}
+        Independent normal rows; mirrored pairs f(θ+h) − f(θ−h) (exact slopes for
+        quadratics, 2M evaluations); rows orthogonal within groups of at most P (lower
+        gradient variance); a randomly shifted lattice per group (jointly stratified).
+        Structured rows are dependent within a group, and ``"unbiased"`` then pairs only rows
+        of different groups (two groups of ⌈M/2⌉ rows unless P is smaller).
+    estimator : {"unbiased", "plugin", "sketch", "directional"}
+        ``"unbiased"`` (U-statistic, default): drops the m = n pairs, so for the fixed kernel
+        its mean is exactly ∇f_σ(x)·∇f_σ(x'); not positive semidefinite (clip or add a ridge
+        before solving). ``"plugin"``: the paper's literal Gram of estimated gradients, PSD,
+        biased: for linear f its mean is (1 + (P+1)/M)·∇f·∇f', so it is dominated by noise
+        when M ≪ P. ``"sketch"``: (1/(Mσ²)) Σ_m D_im D_km, PSD, variance independent of P,
+        but **a different kernel** for non-smooth f (E[D D']/σ² ≠ ∇f_σ·∇f_σ'). ``"directional"``:
+        directional Gaussian smoothing along the M sample directions with ``quadrature``
+        Gauss–Hermite nodes, (P/M) Σ_m D_m f(x) D_m f(x'); exact for affine f with M = P
+        orthogonal directions; (M(quadrature − 1)) evaluations for odd ``quadrature``.
+    attention : Attention, optional
+        Attention weights α_im instead of 1/M (math.md §5; the scores are this library's
+        reconstruction). ``Attention(temperature=math.inf)`` reproduces the fixed kernel.
+    quadrature : int, default 5
+        Gauss–Hermite nodes of the directional estimator.
+    outputs : {"mean", "full"}
+        Average over the O outputs, or return every output pair (N1, N2, O, O).
+    route : {"auto", "gram", "stream"}
+        Contract through the M × M Gram of the directions (cost ~M²P) or stream the
+        directions in column blocks (cost ~N M P); ``"auto"`` picks the cheaper.
+    batch_size : int, optional
+        Perturbations per batched model call; by default half of ``memory_budget``.
+    memory_budget : int, optional
+        Bytes for perturbation chunks, model activations and cached random tiles (default
+        512 MiB); peak memory does not grow with M beyond the N × M differences.
+    accumulate : {"input", "float64"}
+        Dtype of differences, Gram and contractions; ``"float64"`` protects float32 inputs
+        from cancellation in the U-statistic. The result has the input dtype.
+    return_stderr : bool, default False
+        Also return entrywise standard errors (delete-a-batch jackknife over 20 batches of
+        independent samples or groups).
+
+    Returns
+    -------
+    K : array, shape (N1, N2), or (N1, N2, O, O) for ``outputs="full"``
+    stderr : array, same shape, only with ``return_stderr=True``
+
+    Raises
+    ------
+    TypeError
+        Mixed libraries, non-floating dtypes, a non-callable ``f``, a bad ``seed``/``rng``
+        or ``attention``, ``sampling="orthogonal"`` without a linalg extension.
+    ValueError
+        Shape mismatches, mixed devices, NaN/inf inputs, ``sigma <= 0``, ``samples < 1`` (or
+        too few independent samples for the estimator), unknown options, incompatible
+        combinations (say, ``estimator="directional"`` with attention).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import nntk_array as nk
+    >>> model = nk.MLP(1, (32,), activation="sign")
+    >>> theta = model.init(0, xp=np)
+    >>> x = np.linspace(-1.0, 1.0, 4)[:, None]
+    >>> K, se = nk.nntk(model, theta, x, sigma=0.3, samples=2000, seed=0, return_stderr=True)
+    >>> K.shape, bool(np.all(se > 0)), bool(np.allclose(K, K.T))
+    ((4, 4), True, True)
+    """
+    samples_arr = samples if hasattr(samples, "shape") else None
+    if attention is not None and not isinstance(attention, Attention):
+        raise TypeError(f"`attention` must be an nk.Attention; got {type(attention).__name__}")
+    targets = None if attention is None else attention.targets
+    xp, (theta, x1, x2, samples_arr, targets) = resolve(
+        theta=theta, x1=x1, x2=x2, samples=samples_arr, targets=targets
+    )
+    check_choice("estimator", estimator, ESTIMATORS)
+    check_choice("outputs", outputs, OUTPUTS)
+    check_choice("route", route, ROUTES)
+    check_choice("accumulate", accumulate, ACCUMULATE)
+    if not isinstance(return_stderr, bool):
+        raise TypeError("`return_stderr` must be a bool")
+    budget = (
+        DEFAULT_BUDGET
+        if memory_budget is None
+        else check_positive_int("memory_budget", memory_budget)
+    )
+    if batch_size is not None:
+        batch_size = check_positive_int("batch_size", batch_size)
+    directional = estimator == "directional"
+    if directional:
+        quadrature = check_positive_int("quadrature", quadrature)
+        if quadrature < 2:
+            raise ValueError(f"`quadrature` must be >= 2; got {quadrature}")
+        if attention is not None or sampling == "antithetic" or form != "gaussian":
+            raise ValueError(
+                "estimator='directional' is Gaussian smoothing along directions with symmetric "
+                "Gauss-Hermite nodes: it takes no attention, antithetic sampling or paper form"
+            )
+
+    evaluate, n_out, per_set, p = _evaluator(f, xp, theta, x1, x2)
+    if samples_arr is not None:
+        check_samples_array(samples_arr, p)
+    check_finite(xp, theta=theta, x1=x1, x2=x2, samples=samples_arr, targets=targets)
+    n1 = x1.shape[0]
+    if targets is not None and tuple(targets.shape) not in ((n1,), (n1, n_out)):
+        raise ValueError(
+            f"`attention.targets` must have shape ({n1},) or ({n1}, {n_out}); got "
+            f"{tuple(targets.shape)}"
+        )
+    acc = xp.float64 if accumulate == "float64" else theta.dtype
+    require_dtype(xp, acc)
+    itemsize = 4 if theta.dtype == xp.float32 else 8
+    acc_size = 4 if acc == xp.float32 else 8
+    m_hint = (
+        samples_arr.shape[0] if samples_arr is not None else check_positive_int("samples", samples)
+    )
+    antithetic = sampling == "antithetic"
+    sm = make_smoothing(
+        sigma,
+        form,
+        radial,
+        scale,
+        num_params=p,
+        antithetic=antithetic,
+        quadrature=quadrature if directional else None,
+    )
+    # Memory: directions drawn for evaluation (raw tiles, mapped tiles, assembled rows per
+    # shifted copy) plus one chunk's model temporaries, or the Gram phase's column block;
+    # random tiles drawn for the evaluations are cached in what remains of the budget.
+    copies = 2 if antithetic else 1 if form == "gaussian" and not directional else 3
+    row_bytes = 3 * p * itemsize * copies  # raw tile, shifted tile, assembled row per copy
+    draw = drawn_rows(budget, row_bytes)
+    chunk = chunk_rows(batch_size, budget, per_set, m_hint)
+    if batch_size is None:
+        chunk = min(chunk, draw)
+    eval_bytes = draw * row_bytes + chunk * per_set
+    gram_bytes = 2 * COL_TILE * m_hint * acc_size + 3 * m_hint**2 * acc_size
+    cache = max(0, budget - max(eval_bytes, gram_bytes))
+    structured_rows = max(1, (budget // 2) // (3 * itemsize * p))
+
+    def group_size(m: int) -> int:
+        # Independent groups: 20 for the jackknife, 2 for the U-statistic, else one.
+        n_groups = 20 if return_stderr else 2 if estimator == "unbiased" else 1
+        size = -(-m // n_groups)
+        if sampling == "orthogonal":  # at most P orthogonal rows, QR within the budget
+            size = min(size, p, structured_rows)
+        return max(1, size)
+
+    dirs = make_directions(
+        xp,
+        samples if samples_arr is None else samples_arr,
+        sampling,
+        check_seed(seed, rng),
+        num_params=p,
+        dtype=theta.dtype,
+        dev=device(theta),
+        group_size=group_size,
+        cache_bytes=cache,
+    )
+    m = dirs.num_rows
+    groups = dirs.groups
+    if (estimator == "unbiased" or return_stderr) and len(groups) < 2:
+        raise ValueError(
+            f"estimator={estimator!r}{' with return_stderr' if return_stderr else ''} needs "
+            f"at least 2 independent samples (or groups); got samples={m}"
+        )
+    diffs = evaluate_differences(
+        evaluate,
+        theta,
+        dirs,
+        sm,
+        chunk=chunk,
+        acc_dtype=acc,
+        norms=attention is not None,
+        draw=draw,
+    )
+
+    x_all_n = diffs.raw.shape[0]
+    a = diffs.raw * diffs.weights
+    if attention is None:
+        alpha = xp.full((x_all_n, m), 1.0 / m, dtype=acc, device=device(a))
+    else:
+        base1 = (
+            xp.astype(evaluate(theta[None, :])[0, :n1, ...], acc, copy=False)
+            if attention.score == "loss"
+            else None
+        )
+        tg = (
+            None
+            if targets is None
+            else xp.astype(targets if targets.ndim == 2 else targets[:, None], acc, copy=False)
+        )
+        alpha = attention.weights(xp, diffs.raw, diffs.h_sq, sm.sigma, base1, tg)
+    a = a * alpha[:, None, :]
+    a1, al1 = a[:n1, ...], alpha[:n1, ...]
+    a2, al2 = (a1, al1) if x2 is None else (a[n1:, ...], alpha[n1:, ...])
+
+    full = outputs == "full"
+    n_all = x_all_n
+    use_stream = (
+        estimator in ("plugin", "unbiased")
+        and dirs.has_columns
+        and (
+            route == "stream"
+            or (
+                route == "auto"
+                and not return_stderr
+                and 2 * n_all * m + 2 * a1.shape[0] * a2.shape[0] < m * m
+            )
+        )
+    )
+    if route == "stream" and not use_stream:
+        raise ValueError(
+            "route='stream' needs estimator 'plugin' or 'unbiased' and column-regenerable "
+            "directions (sampling 'iid', 'antithetic' or explicit samples)"
+        )
+    if use_stream and (return_stderr or (estimator == "unbiased" and dirs.group_size != 1)):
+        raise ValueError("route='stream' gives no standard error; use route='gram'")
+
+    if use_stream:
+        num, sq_norms = _stream(xp, dirs, a1, a2, acc, budget, full, x2 is None)
+        if estimator == "unbiased":
+            num = num - _quad(xp, a1, sq_norms, a2, full)
+        den = _den(xp, estimator, al1, al2, dirs.group_size, groups)
+        kernel = _ratio(xp, num, den, full)
+        return xp.astype(kernel, theta.dtype, copy=False)
+
+    w = _weight_matrix(xp, estimator, dirs, diffs, acc, budget, paper=form == "paper")
+    kernel = _ratio(
+        xp,
+        _quad(xp, a1, w, a2, full),
+        _den(xp, estimator, al1, al2, dirs.group_size, groups),
+        full,
+    )
+    if not return_stderr:
+        return xp.astype(kernel, theta.dtype, copy=False)
+    se = _jackknife(xp, estimator, a1, a2, al1, al2, w, dirs.group_size, groups, full)
+    return xp.astype(kernel, theta.dtype, copy=False), xp.astype(se, theta.dtype, copy=False)
+
+
+def _evaluator(
+    f: MLP | Model, xp: Namespace, theta: Array, x1: Array, x2: Array | None
+) -> tuple[Callable[[Array], Array], int, int, int]:
+    """(evaluate (B, P) -> (B, N, O) on x1 ∪ x2, O, bytes per parameter set, P)."""
+    x = x1 if x2 is None else xp.concat([x1, x2], axis=0)
+    n = x.shape[0]
+    itemsize = 4 if theta.dtype == xp.float32 else 8
+    if isinstance(f, MLP):
+        f.check_theta(theta, batched=False)
+        f.check_x("x1", x1)
+        if x2 is not None:
+            f.check_x("x2", x2)
+
+        def evaluate_mlp(thetas: Array) -> Array:
+            return f._forward(xp, thetas, x, keep_trace=False)[0]
+
+        return evaluate_mlp, f.out_features, f.eval_bytes_per_set(n, itemsize), f.num_params
+    if not callable(f):
+        raise TypeError(f"`f` must be an nk.MLP or a callable f(thetas, x); got {type(f).__name__}")
+    check_ndim("theta", theta, (1,), "(P,)")
+    check_ndim("x1", x1, tuple(range(1, 33)), "(N1, ...)")
+    if x2 is not None and tuple(x2.shape[1:]) != tuple(x1.shape[1:]):
+        raise ValueError(
+            f"`x2` must have shape (N2, {', '.join(map(str, x1.shape[1:]))}) to match `x1`; "
+            f"got shape {tuple(x2.shape)}"
+        )
+
+    def evaluate(thetas: Array) -> Array:
+        out = f(thetas, x)
+        return out[:, :, None] if out.ndim == 2 else out
+
+    probe = f(theta[None, :], x)
+    if not hasattr(probe, "shape") or probe.ndim not in (2, 3) or tuple(probe.shape[:2]) != (1, n):
+        raise ValueError(
+            f"`f(thetas, x)` must return shape (B, N) or (B, N, O); for thetas of shape "
+            f"(1, P) and N = {n} inputs it returned {getattr(probe, 'shape', type(probe))}"
+        )
+    resolve(theta=theta, output=probe)  # same library and device, floating dtype
+    n_out = 1 if probe.ndim == 2 else probe.shape[2]
+    return evaluate, n_out, 4 * itemsize * n * n_out, theta.shape[0]
+
+
+def _quad(xp: Namespace, a1: Array, w: Array | None, a2: Array, full: bool) -> Array:
+    """Σ_{m,n} a1[i, o, m] W[m, n] a2[k, o', n]: averaged over o = o', or all (o, o').
+
+    ``w`` is an (M, M) matrix, an (M,) diagonal, or ``None`` for the identity.
+    """
+    n1, o, _ = a1.shape
+    n2 = a2.shape[0]
+    y = a1 if w is None else (a1 * w if w.ndim == 1 else xp.matmul(a1, w))
+    if full:
+        k = xp.matmul(
+            xp.reshape(y, (n1 * o, -1)), xp.permute_dims(xp.reshape(a2, (n2 * o, -1)), (1, 0))
+        )
+        return xp.permute_dims(xp.reshape(k, (n1, o, n2, o)), (0, 2, 1, 3))
+    k = xp.matmul(xp.reshape(y, (n1, -1)), xp.permute_dims(xp.reshape(a2, (n2, -1)), (1, 0)))
+    return k / o if o > 1 else k
+
+
+def _group_sums(
+    xp: Namespace, alpha: Array, group_size: int, groups: list[tuple[int, int]]
+) -> Array:
+    if group_size == 1:
+        return alpha
+    return xp.stack([xp.sum(alpha[:, s:e], axis=1) for s, e in groups], axis=1)
+
+
+def _den(
+    xp: Namespace,
+    estimator: str,
+    al1: Array,
+    al2: Array,
+    group_size: int,
+    groups: list[tuple[int, int]],
+) -> Array:
+    """α_i V α_kᵀ: the weight of the sample pairs each estimator keeps."""
+    if estimator in ("sketch", "directional"):
+        return xp.matmul(al1, xp.permute_dims(al2, (1, 0)))
+    s1, s2 = xp.sum(al1, axis=1), xp.sum(al2, axis=1)
+    den = s1[:, None] * s2[None, :]
+    if estimator == "plugin":
+        return den
+    g1 = _group_sums(xp, al1, group_size, groups)
+    g2 = _group_sums(xp, al2, group_size, groups)
+    return den - xp.matmul(g1, xp.permute_dims(g2, (1, 0)))
+
+
+def _ratio(xp: Namespace, num: Array, den: Array, full: bool) -> Array:
+    """num / den, 0 where no pair of samples carries weight (fully concentrated attention)."""
+    tiny = 1024 * float(xp.finfo(den.dtype).eps)
+    ok = den > tiny * xp.max(xp.abs(den))
+    if full:
+        ok, den = ok[:, :, None, None], den[:, :, None, None]
+    return xp.where(ok, num / xp.where(ok, den, 1.0), 0.0)
+
+
+def _weight_matrix(
+    xp: Namespace,
+    estimator: str,
+    dirs: Directions,
+    diffs: Differences,
+    acc: Any,
+    budget: int,
+    *,
+    paper: bool,
+) -> Array:
+    """W of the bilinear form: the Gram (masked off-group for "unbiased") or a diagonal."""
+    if estimator == "directional":
+        p = float(dirs.num_params)
+        return xp.full(diffs.weights.shape, p, dtype=acc, device=device(diffs.weights))
+    if estimator == "sketch":  # d = 1 (Gaussian form) or |u|²/P (paper form), math.md §4
+        return diffs.sq_norms / dirs.num_params if paper else xp.ones_like(diffs.weights)
+    g = _gram(xp, dirs, acc, budget)
+    if estimator == "plugin":
+        return g
+    dev = device(g)
+    ints = xp.__array_namespace_info__().default_dtypes(device=dev)["integral"]
+    gid = xp.arange(dirs.num_rows, dtype=ints, device=dev) // dirs.group_size
+    return xp.where(gid[:, None] != gid[None, :], g, 0.0)
+
+
+def _gram(xp: Namespace, dirs: Directions, acc: Any, budget: int) -> Array:
+    """G = U Uᵀ from column blocks (one regeneration of U) or from row-block pairs."""
+    m, p = dirs.num_rows, dirs.num_params
+    itemsize = 4 if acc == xp.float32 else 8
+    if dirs.has_columns:
+        width = COL_TILE  # M x COL_TILE numbers at a time: memory stays flat in P
+        g = None
+        for c0 in range(0, p, width):
+            part = gram(xp, xp.astype(dirs.columns(c0, min(c0 + width, p)), acc, copy=False))
+            g = part if g is None else g + part
+        return g
+    rows_per = max(dirs.group_size, (budget // 4) // (p * itemsize))
+    starts = list(range(0, m, rows_per))
+    grid: list[list[Array]] = [[None] * len(starts) for _ in starts]
+    for i, s in enumerate(starts):
+        ui = xp.astype(dirs.rows(s, min(s + rows_per, m)), acc, copy=False)
+        for j in range(i, len(starts)):
+            stop = min(starts[j] + rows_per, m)
+            uj = ui if j == i else xp.astype(dirs.rows(starts[j], stop), acc, copy=False)
+            grid[i][j] = xp.matmul(ui, xp.permute_dims(uj, (1, 0)))
+            if j != i:
+                grid[j][i] = xp.permute_dims(grid[i][j], (1, 0))
+    if len(starts) == 1:
+        return grid[0][0]
+    return xp.concat([xp.concat(r, axis=1) for r in grid], axis=0)
+
+
+def _stream(
+    xp: Namespace,
+    dirs: Directions,
+    a1: Array,
+    a2: Array,
+    acc: Any,
+    budget: int,
+    full: bool,
+    symmetric: bool,
+) -> tuple[Array, Array]:
+    """Σ over column blocks c of (ã1 U_c)(ã2 U_c)ᵀ, i.e. ã U Uᵀ ãᵀ without the M × M Gram,
+    and the squared row norms |u_m|² gathered on the way."""
+    m, p = dirs.num_rows, dirs.num_params
+    itemsize = 4 if acc == xp.float32 else 8
+    per_col = itemsize * (m + (a1.shape[0] + a2.shape[0]) * a1.shape[1])
+    width = max(COL_TILE, (budget // 4) // per_col // COL_TILE * COL_TILE)
+    num, sq = None, None
+    for c0 in range(0, p, width):
+        uc = xp.astype(dirs.columns(c0, min(c0 + width, p)), acc, copy=False)
+        b1 = xp.matmul(a1, uc)
+        b2 = b1 if symmetric else xp.matmul(a2, uc)
+        part = _quad(xp, b1, None, b2, full)
+        num = part if num is None else num + part
+        part_sq = xp.sum(uc * uc, axis=1)
+        sq = part_sq if sq is None else sq + part_sq
+    return num, sq
+
+
+def _jackknife(
+    xp: Namespace,
+    estimator: str,
+    a1: Array,
+    a2: Array,
+    al1: Array,
+    al2: Array,
+    w: Array,
+    group_size: int,
+    groups: list[tuple[int, int]],
+    full: bool,
+) -> Array:
+    """Delete-a-batch jackknife standard error over up to 20 batches of whole groups."""
+    n_batches = min(len(groups), _JACKKNIFE_BATCHES)
+    bounds = [groups[(len(groups) * b) // n_batches][0] for b in range(n_batches)]
+    bounds.append(groups[-1][1])
+    m = a1.shape[-1]
+    dev = device(a1)
+    col = xp.arange(m, device=dev)
+    mean: Array = None
+    m2: Array = None
+    for b in range(n_batches):
+        keep = xp.astype((col < bounds[b]) | (col >= bounds[b + 1]), a1.dtype, copy=False)
+        k = _ratio(
+            xp,
+            _quad(xp, a1 * keep, w, a2 * keep, full),
+            _den(xp, estimator, al1 * keep, al2 * keep, group_size, groups),
+            full,
+        )
+        if mean is None:
+            mean, m2 = k, xp.zeros_like(k)
+        else:
+            delta = k - mean
+            mean = mean + delta / (b + 1)
+            m2 = m2 + delta * (k - mean)
+    return xp.sqrt(m2 * ((n_batches - 1) / n_batches))

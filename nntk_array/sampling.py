@@ -1,0 +1,341 @@
+"""Perturbation directions u_m (the rows of U, shape (M, P)), produced in blocks on demand.
+
+A Monte Carlo kernel needs every row of U twice: once to perturb the model and once for the
+Gram matrix G = U Uᵀ. Storing U costs M·P numbers (2.3 GB at M = 1024, P = 559,105), so rows
+are regenerated instead: random numbers come in fixed tiles of ``ROW_TILE`` x ``COL_TILE``,
+each from its own counter-derived stream (:meth:`Generator.spawn`), so any block of rows or
+of columns can be rebuilt exactly and the numbers do not depend on chunk sizes or memory
+budgets. Tiles drawn for the perturbed evaluations are kept while a byte budget allows, so
+small problems draw each number once.
+
+Samplers (``sampling=``):
+
+``"iid"``, ``"antithetic"``
+    Independent standard normal rows (antithetic pairs are formed by the estimator).
+``"orthogonal"``
+    Rows orthogonal within groups of at most P rows (QR of a Gaussian block, each row
+    rescaled to the χ_P norm of its Gaussian pre-image, so every row is still N(0, I)).
+``"qmc"``
+    A randomly shifted rank-1 lattice per group, mapped through Φ⁻¹: every row is N(0, I),
+    rows within a group are jointly stratified.
+
+Rows of one group are dependent; rows of different groups are independent. The unbiased
+kernel estimator pairs only rows from different groups (math.md §4).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from array_api_compat import device as array_device
+
+from ._special import ndtri
+from ._typing import Array, Device, DType, Namespace
+from .backends.random import Generator, draw_parallel
+
+__all__ = ["COL_TILE", "ROW_TILE", "SAMPLINGS", "Directions", "make_directions"]
+
+SAMPLINGS = ("iid", "antithetic", "orthogonal", "qmc")
+ROW_TILE = 32
+COL_TILE = 8192
+# First element of every stream path, so the streams of different uses never coincide.
+_TILES, _RADII, _GROUPS, _LATTICE = range(4)
+
+ColumnMap = Callable[[Array, int, int], Array]  # (block, first column, stop column) -> block
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class Directions:
+    """The rows u_1..u_M of U, available as row blocks and (for some samplers) column blocks.
+
+    Attributes
+    ----------
+    num_rows, num_params : int
+        M and P.
+    group_size : int
+        Rows ``[g * group_size, (g + 1) * group_size)`` form group g; 1 means independent rows.
+    has_columns : bool
+        Whether :meth:`columns` is available (needed by the column-streaming Gram route).
+    """
+
+    def __init__(
+        self, xp: Namespace, num_rows: int, num_params: int, dtype: DType, device: Device
+    ) -> None:
+        self.xp, self.dtype, self.device = xp, dtype, device
+        self.num_rows, self.num_params = num_rows, num_params
+        self.group_size = 1
+        self.has_columns = True
+        self._gen: Generator
+
+    def rows(self, start: int, stop: int) -> Array:
+        """Rows ``start:stop`` of U, shape (stop - start, P)."""
+        raise NotImplementedError
+
+    def mapped_rows(self, start: int, stop: int, maps: Sequence[ColumnMap]) -> list[Array]:
+        """``[fn(U[start:stop, :], 0, P) for fn in maps]``; tiled samplers apply each ``fn``
+        tile by tile (``fn(tile, c0, c1)`` for columns c0:c1) before assembling, which saves
+        full-size temporaries."""
+        u = self.rows(start, stop)
+        return [fn(u, 0, self.num_params) for fn in maps]
+
+    def columns(self, start: int, stop: int) -> Array:
+        """Columns ``start:stop`` of U for all M rows, shape (M, stop - start)."""
+        raise NotImplementedError
+
+    def radial_uniforms(self, start: int, stop: int) -> Array | None:
+        """One U(0, 1) number per row (radii of uniform-ball perturbations); ``None`` if the
+        rows are user-given (they are then used as the perturbations themselves)."""
+        xp, gen = self.xp, self._gen
+        r0, r1 = start // ROW_TILE, _ceil_div(stop, ROW_TILE)
+        parts = [
+            gen.spawn(_RADII, i).uniform(
+                (min(ROW_TILE, self.num_rows - i * ROW_TILE),), dtype=self.dtype
+            )
+            for i in range(r0, r1)
+        ]
+        block = parts[0] if len(parts) == 1 else xp.concat(parts)
+        lo = start - r0 * ROW_TILE
+        return block[lo : lo + stop - start]
+
+    @property
+    def groups(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of every group of dependent rows."""
+        g, m = self.group_size, self.num_rows
+        return [(s, min(s + g, m)) for s in range(0, m, g)]
+
+
+class _Explicit(Directions):
+    """User-given rows: the estimate is a deterministic function of them."""
+
+    def __init__(self, samples: Array) -> None:
+        xp_ = _namespace_of(samples)
+        super().__init__(
+            xp_, samples.shape[0], samples.shape[1], samples.dtype, array_device(samples)
+        )
+        self._u = samples
+
+    def rows(self, start: int, stop: int) -> Array:
+        return self._u[start:stop, :]
+
+    def columns(self, start: int, stop: int) -> Array:
+        return self._u[:, start:stop]
+
+    def radial_uniforms(self, start: int, stop: int) -> Array | None:
+        return None
+
+
+def _namespace_of(x: Array) -> Namespace:
+    from array_api_compat import array_namespace
+
+    return array_namespace(x)
+
+
+class _Tiled(Directions):
+    """Base of generated directions: tiles (i, j) of ROW_TILE x COL_TILE from spawned streams."""
+
+    def __init__(
+        self,
+        gen: Generator,
+        num_rows: int,
+        num_params: int,
+        dtype: DType,
+        cache_bytes: int,
+    ) -> None:
+        super().__init__(gen.xp, num_rows, num_params, dtype, gen.device)
+        self._gen = gen
+        self._cache: dict[tuple[int, int], Array] = {}
+        self._cache_left = cache_bytes
+        self._itemsize = 4 if dtype == gen.xp.float32 else 8
+
+    def _tile_shape(self, i: int, j: int) -> tuple[int, int]:
+        rows = min(ROW_TILE, self.num_rows - i * ROW_TILE)
+        cols = min(COL_TILE, self.num_params - j * COL_TILE)
+        return rows, cols
+
+    def _draw(self, i: int, j: int) -> Array:
+        raise NotImplementedError
+
+    def _tiles(self, keys: list[tuple[int, int]], *, keep: bool) -> list[Array]:
+        missing = [k for k in keys if k not in self._cache]
+        drawn = draw_parallel(
+            [_bind(self._draw, i, j) for i, j in missing], xp=self.xp, device=self.device
+        )
+        fresh = dict(zip(missing, drawn, strict=True))
+        if keep:
+            for k, t in fresh.items():
+                size = math.prod(t.shape) * self._itemsize
+                if size > self._cache_left:
+                    break
+                self._cache[k] = t
+                self._cache_left -= size
+        return [self._cache[k] if k in self._cache else fresh[k] for k in keys]
+
+    def rows(self, start: int, stop: int) -> Array:
+        return self.mapped_rows(start, stop, [_identity])[0]
+
+    def mapped_rows(self, start: int, stop: int, maps: Sequence[ColumnMap]) -> list[Array]:
+        xp = self.xp
+        i0, i1 = start // ROW_TILE, _ceil_div(stop, ROW_TILE)
+        nj = _ceil_div(self.num_params, COL_TILE)
+        keys = [(i, j) for i in range(i0, i1) for j in range(nj)]
+        tiles = self._tiles(keys, keep=True)
+        lo = start - i0 * ROW_TILE
+        out = []
+        for fn in maps:
+            mapped = [
+                fn(t, j * COL_TILE, j * COL_TILE + t.shape[1])
+                for (_, j), t in zip(keys, tiles, strict=True)
+            ]
+            block = _grid(xp, mapped, i1 - i0, nj)
+            if lo != 0 or block.shape[0] != stop - start:
+                block = block[lo : lo + stop - start, :]
+            out.append(block)
+        return out
+
+    def columns(self, start: int, stop: int) -> Array:
+        xp = self.xp
+        j0, j1 = start // COL_TILE, _ceil_div(stop, COL_TILE)
+        ni = _ceil_div(self.num_rows, ROW_TILE)
+        keys = [(i, j) for i in range(ni) for j in range(j0, j1)]
+        block = _grid(xp, self._tiles(keys, keep=False), ni, j1 - j0)
+        lo = start - j0 * COL_TILE
+        if lo == 0 and block.shape[1] == stop - start:
+            return block
+        return block[:, lo : lo + stop - start]
+
+
+def _identity(tile: Array, c0: int, c1: int) -> Array:
+    return tile
+
+
+def _prime_at_least(n: int) -> int:
+    q = max(n, 2)
+    while any(q % d == 0 for d in range(2, math.isqrt(q) + 1)):
+        q += 1
+    return q
+
+
+def _bind(fn: Callable[[int, int], Array], i: int, j: int) -> Callable[[], Array]:
+    return lambda: fn(i, j)
+
+
+def _grid(xp: Namespace, tiles: list[Array], n_rows: int, n_cols: int) -> Array:
+    """Assemble a row-major list of tiles into one array."""
+    if n_cols == 1:
+        return tiles[0] if n_rows == 1 else xp.concat(tiles, axis=0)
+    rows = [xp.concat(tiles[r * n_cols : (r + 1) * n_cols], axis=1) for r in range(n_rows)]
+    return rows[0] if n_rows == 1 else xp.concat(rows, axis=0)
+
+
+class _Gaussian(_Tiled):
+    """Independent standard normal rows."""
+
+    def _draw(self, i: int, j: int) -> Array:
+        return self._gen.spawn(_TILES, i, j).normal(self._tile_shape(i, j), dtype=self.dtype)
+
+
+class _Lattice(_Tiled):
+    """Randomly shifted rank-1 lattice rules, one per group, mapped to N(0, I) rows.
+
+    Row k of group g (n rows) is Φ⁻¹(frac(k z / q + Δ)), q the smallest prime >= n, with a
+    generating vector z drawn uniformly from {1, ..., q-1} and a shift Δ ~ U[0, 1)^P, both per
+    group and column tile.
+    The shift makes every row exactly N(0, I); the lattice stratifies the group jointly.
+    """
+
+    def __init__(
+        self, gen: Generator, num_rows: int, num_params: int, dtype: DType, group_size: int
+    ) -> None:
+        super().__init__(gen, num_rows, num_params, dtype, cache_bytes=0)
+        self.group_size = group_size
+
+    def _draw(self, i: int, j: int) -> Array:
+        xp = self.xp
+        dev = self.device
+        rows, cols = self._tile_shape(i, j)
+        first = i * ROW_TILE
+        parts = []
+        for g in range(first // self.group_size, (first + rows - 1) // self.group_size + 1):
+            g0 = g * self.group_size
+            n = min(self.group_size, self.num_rows - g0)
+            lo, hi = max(first, g0), min(first + rows, g0 + n)
+            params = self._gen.spawn(_LATTICE, g, j).uniform((2, cols), dtype=self.dtype)
+            shift = params[0:1, :]
+            q = _prime_at_least(n)  # every z in 1..q-1 is a unit mod q: n distinct levels
+            ints = xp.__array_namespace_info__().default_dtypes(device=dev)["integral"]
+            z = xp.astype(xp.floor(params[1:2, :] * (q - 1)), ints) + 1
+            k = xp.reshape(xp.arange(lo - g0, hi - g0, dtype=ints, device=dev), (-1, 1))
+            x = xp.astype((k * z) % q, self.dtype) / q + shift
+            x = x - xp.floor(x)
+            tiny = 2.0 ** (-24 if self.dtype == xp.float32 else -53)
+            parts.append(ndtri(xp, xp.clip(x, tiny, 1.0 - tiny)))
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+
+class _Orthogonal(Directions):
+    """Rows orthogonal within each group (group size <= P), each marginally N(0, I)."""
+
+    def __init__(
+        self, gen: Generator, num_rows: int, num_params: int, dtype: DType, group_size: int
+    ) -> None:
+        super().__init__(gen.xp, num_rows, num_params, dtype, gen.device)
+        if not hasattr(gen.xp, "linalg"):
+            raise TypeError(
+                f"sampling='orthogonal' needs the linalg extension (QR), which "
+                f"{gen.xp.__name__} lacks; use sampling='iid' or 'qmc'"
+            )
+        self._gen = gen
+        self.group_size = group_size
+        self.has_columns = False
+        self._last: tuple[int, Array] | None = None
+
+    def _group(self, g: int) -> Array:
+        if self._last is not None and self._last[0] == g:
+            return self._last[1]
+        xp = self.xp
+        start, stop = self.groups[g]
+        z = self._gen.spawn(_GROUPS, g).normal((stop - start, self.num_params), dtype=self.dtype)
+        q, r = xp.linalg.qr(xp.permute_dims(z, (1, 0)))  # (P, n), (n, n)
+        # Sign-fixing makes Q Haar distributed; the χ_P norm of each Gaussian row restores a
+        # N(0, I) marginal, independent of the direction.
+        signs = xp.sign(xp.linalg.diagonal(r))
+        norms = xp.sqrt(xp.sum(z * z, axis=1))
+        rows = xp.permute_dims(q, (1, 0)) * (signs * norms)[:, None]
+        self._last = (g, rows)
+        return rows
+
+    def rows(self, start: int, stop: int) -> Array:
+        xp = self.xp
+        parts = []
+        for g, (g0, g1) in enumerate(self.groups):
+            lo, hi = max(start, g0), min(stop, g1)
+            if lo < hi:
+                parts.append(self._group(g)[lo - g0 : hi - g0, :])
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+
+def make_directions(
+    sampling: str,
+    gen: Generator,
+    num_rows: int,
+    num_params: int,
+    dtype: DType,
+    *,
+    group_size: int,
+    cache_bytes: int,
+) -> Directions:
+    """The sampler for ``sampling`` (one of :data:`SAMPLINGS`)."""
+    if sampling in ("iid", "antithetic"):
+        return _Gaussian(gen, num_rows, num_params, dtype, cache_bytes)
+    if sampling == "qmc":
+        return _Lattice(gen, num_rows, num_params, dtype, group_size)
+    return _Orthogonal(gen, num_rows, num_params, dtype, group_size)
+
+
+def explicit_directions(samples: Array) -> Directions:
+    """Directions given by the user as an (M, P) array."""
+    return _Explicit(samples)

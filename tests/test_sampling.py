@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from array_api_compat import device as array_device
+
+from nntk_array.backends.random import Generator
+from nntk_array.sampling import COL_TILE, ROW_TILE, make_directions
+from nntk_array.testing import to_numpy
+
+
+def _dirs(xp, device, dtype, sampling, m, p, group_size=1, cache=0):
+    gen = Generator(5, xp=xp, device=device)
+    return make_directions(sampling, gen, m, p, dtype, group_size=group_size, cache_bytes=cache)
+
+
+class TestTiledGaussian:
+    @pytest.mark.parametrize("cache", [0, 2**30])
+    def test_rows_and_columns_are_one_matrix(self, xp, device, dtype, cache):
+        m, p = 2 * ROW_TILE + 3, COL_TILE + 5
+        d = _dirs(xp, device, dtype, "iid", m, p, cache=cache)
+        full = to_numpy(d.rows(0, m))
+        assert full.shape == (m, p) and d.rows(0, m).dtype == dtype
+        if device is not None:
+            assert array_device(d.rows(0, 3)) == device
+        np.testing.assert_array_equal(to_numpy(d.rows(5, 21)), full[5:21])
+        np.testing.assert_array_equal(to_numpy(d.columns(0, p)), full)
+        np.testing.assert_array_equal(
+            to_numpy(d.columns(COL_TILE - 2, COL_TILE + 3)), full[:, COL_TILE - 2 : COL_TILE + 3]
+        )
+        again = _dirs(xp, device, dtype, "iid", m, p)
+        np.testing.assert_array_equal(to_numpy(again.rows(0, m)), full)
+        assert abs(full.mean()) < 0.01 and abs(full.var() - 1) < 0.02
+
+    def test_radii_are_uniform(self, xp, device, dtype):
+        d = _dirs(xp, device, dtype, "iid", 4000, 3)
+        r = to_numpy(d.radial_uniforms(0, 4000)).astype(float)
+        assert r.shape == (4000,) and r.min() >= 0 and r.max() < 1
+        assert abs(r.mean() - 0.5) < 5 * 0.0046
+        np.testing.assert_array_equal(to_numpy(d.radial_uniforms(17, 40)), r[17:40])
+
+
+class TestStructured:
+    def test_orthogonal_rows_within_groups(self, xp, device, dtype):
+        if not hasattr(xp, "linalg"):
+            pytest.skip("no linalg extension")
+        d = _dirs(xp, device, dtype, "orthogonal", 12, 8, group_size=6)
+        u = to_numpy(d.rows(0, 12)).astype(float)
+        g = u @ u.T
+        for s in (0, 6):
+            block = g[s : s + 6, s : s + 6]
+            np.testing.assert_allclose(block - np.diag(np.diag(block)), 0, atol=1e-4)
+        assert abs(g[0, 7]) > 1e-3  # different groups are independent
+        np.testing.assert_array_equal(to_numpy(d.rows(3, 9)), u[3:9].astype(u.dtype))
+
+    def test_orthogonal_rows_are_marginally_standard_normal(self):
+        xp = np
+        d = _dirs(xp, None, np.float64, "orthogonal", 4000, 4, group_size=4)
+        u = d.rows(0, 4000)
+        np.testing.assert_allclose(u.mean(0), 0, atol=5 * 0.016)
+        np.testing.assert_allclose(np.cov(u.T), np.eye(4), atol=0.08)
+
+    def test_lattice_rows_are_standard_normal_and_regenerable(self, xp, device, dtype):
+        d = _dirs(xp, device, dtype, "qmc", 2000, 5, group_size=1000)
+        u = to_numpy(d.rows(0, 2000)).astype(float)
+        assert np.all(np.isfinite(u))
+        np.testing.assert_allclose(u.mean(0), 0, atol=0.05)
+        np.testing.assert_allclose(u.var(0), 1, atol=0.05)
+        np.testing.assert_allclose(to_numpy(d.columns(1, 3)).astype(float), u[:, 1:3])
+        # a lattice stratifies each coordinate: 1000 distinct levels out of q = 1009, so the
+        # empirical CDF is off by at most the 9 skipped levels (iid: standard deviation 16)
+        counts = np.searchsorted(np.sort(u[:1000, 0]), np.linspace(-2, 2, 9))
+        expected = 1000 * np.array(
+            [0.02275, 0.0668, 0.1587, 0.3085, 0.5, 0.6915, 0.8413, 0.9332, 0.97725]
+        )
+        assert np.all(np.abs(counts - expected) <= 10)
