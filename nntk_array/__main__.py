@@ -26,14 +26,17 @@ def _demo() -> None:
     theta = sign.init(0, xp=np, dtype=np.float64)
     local = ntk(sign, theta, x)
     nonlocal_k, stderr = nntk(sign, theta, x, sigma=0.3, samples=2000, seed=0, return_stderr=True)
-    fmt = {"float_kind": lambda v: f"{v:7.3f}"}
+
+    def row(values: np.ndarray) -> str:
+        return "[" + " ".join(f"{v:7.3f}" for v in values) + "]"
+
     print()
     print("sign network (sign' = 0 almost everywhere): the local NTK keeps only the output")
     print("layer; the nonlocal NTK (Gaussian smoothing sigma = 0.3, M = 2000, U-statistic)")
     print("sees the first layer too. Diagonals:")
-    print(f"  local NTK     {np.array2string(np.diag(local), formatter=fmt)}")
-    print(f"  nonlocal NTK  {np.array2string(np.diag(nonlocal_k), formatter=fmt)}")
-    print(f"  +/- std. err. {np.array2string(np.diag(stderr), formatter=fmt)}")
+    print(f"  local NTK     {row(np.diag(local))}")
+    print(f"  nonlocal NTK  {row(np.diag(nonlocal_k))}")
+    print(f"  +/- std. err. {row(np.diag(stderr))}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
