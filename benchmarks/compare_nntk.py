@@ -16,9 +16,10 @@ f(θ + σ u_m, x_i) − f(θ, x_i) and G = U Uᵀ:
 
 The peers use the same forward code (``nk.MLP.apply``) and the backend's own RNG in float32,
 so the comparison isolates the estimator's structure. Each configuration runs in a fresh
-subprocess (one warm-up call at a small size first), timed once with ``perf_counter`` after a
-synchronize; peak memory is the subprocess's maximum resident set size (``ru_maxrss``,
-including the interpreter and the library import, reported separately as "baseline").
+subprocess: one warm-up call at N = M = 16, then the median of ``--repeat`` calls (default 5,
+one at N = M >= 1024) timed with ``perf_counter`` after a synchronize. Peak memory is the
+subprocess's maximum resident set size (``ru_maxrss``), including the interpreter, the
+library import and the warm-up ("baseline", measured after the warm-up).
 Phase shares of ``nk.nntk`` come from a profile of one call (``--profile``).
 
 Rerun from the repository root::
@@ -39,6 +40,7 @@ import os
 import platform
 import pstats
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -111,32 +113,38 @@ def peer_loop(xp: Any, u: Any, model: nk.MLP, theta: Any, x: Any) -> Any:
     return (k - diag) * (m / (m - 1))
 
 
-def run_one(backend: str, device: str, method: str, n: int) -> dict[str, Any]:
-    """Time one method at N = M = n in this process; returns seconds, peak RSS, checksum."""
+def _method(backend: str, method: str, model: nk.MLP, xp: Any, dev: Any) -> Any:
+    def run(theta: Any, x: Any) -> Any:
+        n = x.shape[0]
+        if method == "nntk":
+            return nk.nntk(model, theta, x, sigma=SIGMA, samples=n, seed=7)
+        u = _randn(backend, 7, (n, model.num_params), dev)
+        return (peer_batched if method == "batched" else peer_loop)(xp, u, model, theta, x)
+
+    return run
+
+
+def run_one(backend: str, device: str, method: str, n: int, repeat: int) -> dict[str, Any]:
+    """Time one method at N = M = n in this process: a warm-up at N = M = 16, then the
+    median of ``repeat`` calls; peak RSS over the whole process, and a checksum."""
     xp, dev, model, theta, x = _problem(backend, device, n)
+    run = _method(backend, method, model, xp, dev)
+    synchronize(run(theta, x[:16, ...]))
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    fn = {
-        "nntk": lambda: nk.nntk(model, theta, x, sigma=SIGMA, samples=n, seed=7),
-        "batched": lambda: peer_batched(
-            xp, _randn(backend, 7, (n, model.num_params), dev), model, theta, x
-        ),
-        "loop": lambda: peer_loop(
-            xp, _randn(backend, 7, (n, model.num_params), dev), model, theta, x
-        ),
-    }[method]
-    synchronize(theta)
-    start = time.perf_counter()
-    k = fn()
-    synchronize(k)
-    seconds = time.perf_counter() - start
+    times = []
+    for _ in range(repeat):
+        synchronize(theta)
+        start = time.perf_counter()
+        k = run(theta, x)
+        synchronize(k)
+        times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kk = to_numpy(k).astype(np.float64)
     return {
-        "seconds": seconds,
+        "seconds": statistics.median(times),
         "peak_mb": peak,
         "baseline_mb": baseline,
         "trace": float(np.trace(kk)),
-        "offdiag_mean": float((kk.sum() - np.trace(kk)) / (n * n - n)),
     }
 
 
@@ -159,10 +167,7 @@ def profile_phases(backend: str, device: str, n: int) -> None:
         "random numbers (drawn twice where not cached)": [("random.py", "draw_parallel")],
         "batched forward passes": [("models.py", "_forward")],
         "Gram products U_c U_cᵀ": [("linalg.py", "gram")],
-        "tile maps and assembly (θ + σu, concat)": [
-            ("sampling.py", "_grid"),
-            ("_differences.py", "shift"),
-        ],
+        "tile assembly (concat)": [("sampling.py", "_grid")],
     }
     print(f"nk.nntk {backend} N = M = {n}: {total:.2f} s")
     accounted = 0.0
@@ -205,11 +210,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="N = M = 32 only")
     parser.add_argument("--profile", action="store_true", help="phase shares of nk.nntk")
     parser.add_argument("--check", action="store_true", help="peers == nk.nntk on one U")
-    parser.add_argument("--child", nargs=3, metavar=("BACKEND", "METHOD", "N"), help="internal")
+    parser.add_argument("--repeat", type=int, default=None, help="timed calls per method (median)")
+    parser.add_argument(
+        "--child", nargs=4, metavar=("BACKEND", "METHOD", "N", "R"), help="internal"
+    )
     args = parser.parse_args()
     if args.child:
-        backend, method, n = args.child
-        print(json.dumps(run_one(backend, args.device, method, int(n))))
+        backend, method, n, r = args.child
+        print(json.dumps(run_one(backend, args.device, method, int(n), int(r))))
         return
     sizes = [32] if args.quick else args.sizes
     backends = ("numpy", "torch") if args.backend == "both" else (args.backend,)
@@ -249,6 +257,7 @@ def main() -> None:
                         b,
                         method,
                         str(n),
+                        str(args.repeat or (1 if n >= 1024 else 5)),
                     ],
                     capture_output=True,
                     text=True,

@@ -26,7 +26,7 @@ kernel estimator pairs only rows from different groups (math.md §4).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from array_api_compat import device as array_device
 
@@ -41,8 +41,6 @@ ROW_TILE = 32
 COL_TILE = 8192
 # First element of every stream path, so the streams of different uses never coincide.
 _TILES, _RADII, _GROUPS, _LATTICE = range(4)
-
-ColumnMap = Callable[[Array, int, int], Array]  # (block, first column, stop column) -> block
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -71,16 +69,12 @@ class Directions:
         self.has_columns = True
         self._gen: Generator
 
-    def rows(self, start: int, stop: int) -> Array:
-        """Rows ``start:stop`` of U, shape (stop - start, P)."""
-        raise NotImplementedError
+    def rows(self, start: int, stop: int, *, fresh: bool = False) -> Array:
+        """Rows ``start:stop`` of U, shape (stop - start, P).
 
-    def mapped_rows(self, start: int, stop: int, maps: Sequence[ColumnMap]) -> list[Array]:
-        """``[fn(U[start:stop, :], 0, P) for fn in maps]``; tiled samplers apply each ``fn``
-        tile by tile (``fn(tile, c0, c1)`` for columns c0:c1) before assembling, which saves
-        full-size temporaries."""
-        u = self.rows(start, stop)
-        return [fn(u, 0, self.num_params) for fn in maps]
+        With ``fresh`` the array is new, so the caller may update it in place.
+        """
+        raise NotImplementedError
 
     def columns(self, start: int, stop: int) -> Array:
         """Columns ``start:stop`` of U for all M rows, shape (M, stop - start)."""
@@ -118,8 +112,9 @@ class _Explicit(Directions):
         )
         self._u = samples
 
-    def rows(self, start: int, stop: int) -> Array:
-        return self._u[start:stop, :]
+    def rows(self, start: int, stop: int, *, fresh: bool = False) -> Array:
+        block = self._u[start:stop, :]
+        return self.xp.asarray(block, copy=True) if fresh else block
 
     def columns(self, start: int, stop: int) -> Array:
         return self._u[:, start:stop]
@@ -174,27 +169,20 @@ class _Tiled(Directions):
                 self._cache_left -= size
         return [self._cache[k] if k in self._cache else fresh[k] for k in keys]
 
-    def rows(self, start: int, stop: int) -> Array:
-        return self.mapped_rows(start, stop, [_identity])[0]
-
-    def mapped_rows(self, start: int, stop: int, maps: Sequence[ColumnMap]) -> list[Array]:
+    def rows(self, start: int, stop: int, *, fresh: bool = False) -> Array:
         xp = self.xp
         i0, i1 = start // ROW_TILE, _ceil_div(stop, ROW_TILE)
         nj = _ceil_div(self.num_params, COL_TILE)
         keys = [(i, j) for i in range(i0, i1) for j in range(nj)]
         tiles = self._tiles(keys, keep=True)
+        if len(tiles) == 1 and fresh:  # the tile itself may be cached
+            tiles = [xp.asarray(tiles[0], copy=True)]
+        block = _grid(xp, tiles, i1 - i0, nj)
         lo = start - i0 * ROW_TILE
-        out = []
-        for fn in maps:
-            mapped = [
-                fn(t, j * COL_TILE, j * COL_TILE + t.shape[1])
-                for (_, j), t in zip(keys, tiles, strict=True)
-            ]
-            block = _grid(xp, mapped, i1 - i0, nj)
-            if lo != 0 or block.shape[0] != stop - start:
-                block = block[lo : lo + stop - start, :]
-            out.append(block)
-        return out
+        if lo == 0 and block.shape[0] == stop - start:
+            return block
+        block = block[lo : lo + stop - start, :]
+        return xp.asarray(block, copy=True) if fresh else block
 
     def columns(self, start: int, stop: int) -> Array:
         xp = self.xp
@@ -206,10 +194,6 @@ class _Tiled(Directions):
         if lo == 0 and block.shape[1] == stop - start:
             return block
         return block[:, lo : lo + stop - start]
-
-
-def _identity(tile: Array, c0: int, c1: int) -> Array:
-    return tile
 
 
 def _prime_at_least(n: int) -> int:
@@ -308,14 +292,16 @@ class _Orthogonal(Directions):
         self._last = (g, rows)
         return rows
 
-    def rows(self, start: int, stop: int) -> Array:
+    def rows(self, start: int, stop: int, *, fresh: bool = False) -> Array:
         xp = self.xp
         parts = []
         for g, (g0, g1) in enumerate(self.groups):
             lo, hi = max(start, g0), min(stop, g1)
             if lo < hi:
                 parts.append(self._group(g)[lo - g0 : hi - g0, :])
-        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+        if len(parts) > 1:
+            return xp.concat(parts, axis=0)
+        return xp.asarray(parts[0], copy=True) if fresh else parts[0]
 
 
 def make_directions(
