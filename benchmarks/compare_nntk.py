@@ -7,7 +7,7 @@ U-statistic of math.md §4, K = A (G − diag G) Aᵀ / (M (M − 1) σ²), with
 f(θ + σ u_m, x_i) − f(θ, x_i) and G = U Uᵀ:
 
 * ``nk.nntk`` (default options: chunked batched evaluations, random tiles regenerated from
-  the seed, Gram or streaming route by cost, memory budget 512 MiB);
+  the seed, Gram or streaming route by cost, memory budget 384 MiB);
 * peer (a), "loop": draw U (M x P), a Python loop of M forward passes (one perturbed network
   each), then the N x P nonlocal-gradient matrix Ĝ = A U / (M σ) and its Gram Ĝ Ĝᵀ minus the
   diagonal pairs;

@@ -205,7 +205,7 @@ def evaluate_differences(
 FORMS = ("gaussian", "paper")
 RADIALS = ("gaussian", "ball")
 SCALES = ("gradient-consistent", "literal")
-DEFAULT_BUDGET = 512 * 2**20
+DEFAULT_BUDGET = 384 * 2**20
 
 
 def check_seed(seed: object, rng: object) -> object:

@@ -142,7 +142,7 @@ def nntk(
         Perturbations per batched model call; by default half of ``memory_budget``.
     memory_budget : int, optional
         Bytes for perturbation chunks, model activations and cached random tiles (default
-        512 MiB); peak memory does not grow with M beyond the N × M differences.
+        384 MiB); peak memory does not grow with M beyond the N × M differences.
     accumulate : {"input", "float64"}
         Dtype of differences, Gram and contractions; ``"float64"`` protects float32 inputs
         from cancellation in the U-statistic. The result has the input dtype.
@@ -234,11 +234,11 @@ def nntk(
         antithetic=antithetic,
         quadrature=quadrature if directional else None,
     )
-    # Memory: directions drawn for evaluation (raw tiles, mapped tiles, assembled rows per
-    # shifted copy) plus one chunk's model temporaries, or the Gram phase's column block;
-    # random tiles drawn for the evaluations are cached in what remains of the budget.
-    copies = 2 if antithetic else 1 if form == "gaussian" and not directional else 3
-    row_bytes = 3 * p * itemsize * copies  # raw tile, shifted tile, assembled row per copy
+    # Memory: directions drawn for evaluation (raw tiles and the assembled perturbed rows)
+    # plus one chunk's model temporaries, or the Gram phase's column block; random tiles
+    # drawn for the evaluations are cached in what remains of the budget.
+    copies = 3 if antithetic or form != "gaussian" or directional else 2
+    row_bytes = p * itemsize * copies
     draw = drawn_rows(budget, row_bytes)
     chunk = chunk_rows(batch_size, budget, per_set, m_hint)
     if batch_size is None:

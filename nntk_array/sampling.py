@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 
 from ._special import ndtri
@@ -106,9 +107,8 @@ class _Explicit(Directions):
     """User-given rows: the estimate is a deterministic function of them."""
 
     def __init__(self, samples: Array) -> None:
-        xp_ = _namespace_of(samples)
         super().__init__(
-            xp_, samples.shape[0], samples.shape[1], samples.dtype, array_device(samples)
+            array_namespace(samples), samples.shape[0], samples.shape[1], samples.dtype, array_device(samples)
         )
         self._u = samples
 
@@ -121,12 +121,6 @@ class _Explicit(Directions):
 
     def radial_uniforms(self, start: int, stop: int) -> Array | None:
         return None
-
-
-def _namespace_of(x: Array) -> Namespace:
-    from array_api_compat import array_namespace
-
-    return array_namespace(x)
 
 
 class _Tiled(Directions):
