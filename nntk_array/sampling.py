@@ -108,7 +108,11 @@ class _Explicit(Directions):
 
     def __init__(self, samples: Array) -> None:
         super().__init__(
-            array_namespace(samples), samples.shape[0], samples.shape[1], samples.dtype, array_device(samples)
+            array_namespace(samples),
+            samples.shape[0],
+            samples.shape[1],
+            samples.dtype,
+            array_device(samples),
         )
         self._u = samples
 
