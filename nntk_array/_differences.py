@@ -163,12 +163,13 @@ def evaluate_differences(
         pieces = [(b0, min(b0 + chunk, g1)) for b0 in range(g0, g1, chunk)]
         if fast:  # θ ± σu with one full-size temporary (two for antithetic pairs)
             plus = dirs.rows(g0, g1, fresh=True)
-            minus = theta - sm.sigma * plus if sm.antithetic else None
+            minus: Array = theta - sm.sigma * plus if sm.antithetic else None
             plus *= sm.sigma  # the standard's in-place operators; JAX rebinds
             plus += theta
             for b0, b1 in pieces:
-                d = evaluate(plus[b0 - g0 : b1 - g0, :])
-                d = d - (evaluate(minus[b0 - g0 : b1 - g0, :]) if sm.antithetic else base)
+                rows = slice(b0 - g0, b1 - g0)
+                d = evaluate(plus[rows, :])
+                d = d - (evaluate(minus[rows, :]) if sm.antithetic else base)
                 collect(b0, b1, None, d, 1.0 / sm.sigma)
             continue
         u = dirs.rows(g0, g1)
