@@ -5,19 +5,29 @@ PyTorch, JAX or array-api-strict arrays; results come back in the same library, 
 device. Importing this package loads none of torch, jax or cupy.
 """
 
+from . import analytic
 from ._version import __version__
 from .attention import Attention, attention_weights, effective_sample_size
 from .local_ntk import ntk
+from .metrics import band_error, kernel_alignment
 from .models import MLP
+from .monte_carlo import monte_carlo_kernel
 from .nonlocal_grad import nonlocal_grad
 from .nonlocal_ntk import nntk
+from .predict import gradient_flow, kernel_regression
 
 __all__ = [
     "MLP",
     "Attention",
     "__version__",
+    "analytic",
     "attention_weights",
+    "band_error",
     "effective_sample_size",
+    "gradient_flow",
+    "kernel_alignment",
+    "kernel_regression",
+    "monte_carlo_kernel",
     "nntk",
     "nonlocal_grad",
     "ntk",

@@ -1,4 +1,8 @@
-"""Command line: ``python -m nntk_array demo`` prints a local NTK and a nonlocal NTK on NumPy."""
+"""Command line of nntk_array.
+
+``python -m nntk_array reproduce`` runs the kernel study (local vs nonlocal NTK on non-smooth
+targets) and prints its table and writes its figure; ``demo`` prints a local and a nonlocal NTK.
+"""
 
 from __future__ import annotations
 
@@ -39,14 +43,69 @@ def _demo() -> None:
     print(f"  +/- std. err. {row(np.diag(stderr))}")
 
 
+def _reproduce(args: argparse.Namespace) -> None:
+    from .experiments import StudyConfig, format_table, plot_study, progress_printer, run_study
+
+    xp, device = _backend(args.backend, args.device, args.dtype)
+    dtype = getattr(xp, args.dtype)
+    config = (
+        StudyConfig.quick(args.seeds or 2) if args.quick else StudyConfig(seeds=args.seeds or 5)
+    )
+    result = run_study(xp, dtype=dtype, device=device, config=config, progress=progress_printer())
+    label = args.backend + ("" if device is None else f" ({device})") + f", {args.dtype}"
+    print(format_table(result, backend=label))
+    if plot_study(result, args.out):
+        print(f"figure: {args.out}")
+    else:
+        print('figure skipped: matplotlib is not installed (pip install "nntk-array[plot]")')
+
+
+def _backend(name: str, device: str | None, dtype: str) -> tuple[object, object]:
+    """The array namespace and device for a backend name (imports it)."""
+    from ._xp import as_namespace
+
+    if name == "numpy":
+        if device not in (None, "cpu"):
+            raise SystemExit("--device: NumPy runs on the CPU only")
+        return as_namespace(np), None
+    if name == "torch":
+        import torch
+
+        torch.set_float32_matmul_precision("highest")
+        return as_namespace(torch), torch.device(device or "cpu")
+    if name == "jax":
+        import jax
+
+        if dtype == "float64":
+            jax.config.update("jax_enable_x64", True)
+        jax.config.update("jax_default_matmul_precision", "float32")
+        import jax.numpy as jnp
+
+        return jnp, None if device is None else jax.devices(device)[0]
+    import cupy
+
+    return as_namespace(cupy), None if device is None else cupy.cuda.Device(int(device))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m nntk_array`` and the ``nntk-array`` script."""
     parser = argparse.ArgumentParser(prog="nntk-array", description=__doc__)
     parser.add_argument("--version", action="version", version=f"nntk_array {__version__}")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("demo", help="print a local NTK and a nonlocal NTK on NumPy")
+    rep = sub.add_parser("reproduce", help="run the kernel study: table on stdout, figure to --out")
+    rep.add_argument("--backend", choices=("numpy", "torch", "jax", "cupy"), default="numpy")
+    rep.add_argument("--device", default=None, help="e.g. cuda (torch), gpu (JAX), 0 (CuPy)")
+    rep.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    rep.add_argument("--seeds", type=int, default=None, help="seeds (default 5; 2 with --quick)")
+    rep.add_argument("--quick", action="store_true", help="a small version (seconds)")
+    rep.add_argument("--out", default="nntk_study.png", help="figure path")
     args = parser.parse_args(argv)
-    if args.command in (None, "demo"):
+    if args.command == "reproduce":
+        if args.seeds is not None and args.seeds < 2:
+            parser.error("--seeds must be >= 2")
+        _reproduce(args)
+    else:
         _demo()
     return 0
 

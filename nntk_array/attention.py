@@ -235,11 +235,14 @@ class Attention:
             resid = base1 - targets
             d1 = raw[:n1, ...]
             s = -(xp.sum(d1 * resid[:, :, None], axis=(0, 1)) + 0.5 * xp.sum(d1 * d1, axis=(0, 1)))
-        s = xp.astype(s, raw.dtype)
-        s = xp.broadcast_to(s, (n, m)) if s.ndim == 1 else s
+        s = xp.astype(s, raw.dtype, copy=False)
+        s = s[None, :] if s.ndim == 1 else s  # one row shared by all inputs: weigh it once
         if self.temperature is not None:
-            return _weights(xp, s, float(self.temperature), -1, None, False)
-        return _weights(xp, s, _temperature_for_ess(xp, s, self.target_ess or 0.5), -1, None, False)
+            alpha = _weights(xp, s, float(self.temperature), -1, None, False)
+        else:
+            tau = _temperature_for_ess(xp, s, self.target_ess or 0.5)
+            alpha = _weights(xp, s, tau, -1, None, False)
+        return xp.broadcast_to(alpha, (n, m)) if alpha.shape[0] == 1 else alpha
 
 
 def _temperature_for_ess(xp: Namespace, s: Array, target: float) -> Array:
