@@ -99,8 +99,8 @@ def nngp(
     >>> import nntk_array as nk
     >>> x = np.array([[1.0], [-1.0]])
     >>> np.round(nk.analytic.nngp(x, activation="sign"), 4)
-    array([[2.    , 1.    ],
-           [1.    , 2.    ]])
+    array([[2., 1.],
+           [1., 2.]])
     """
     return _kernel(x1, x2, activation, depth, weight_std, bias_std, 0.0, want_ntk=False)
 

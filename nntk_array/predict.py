@@ -164,7 +164,7 @@ def gradient_flow(
     >>> import nntk_array as nk
     >>> k = np.array([[2.0, 1.0], [1.0, 2.0]])
     >>> f, _ = nk.gradient_flow(k, np.array([1.0, -1.0]), t=np.array([0.0, 1e6]))
-    >>> np.round(f, 6)
+    >>> np.round(f, 6) + 0.0  # starts at f0 = 0, ends at the targets
     array([[ 0.,  0.],
            [ 1., -1.]])
     """

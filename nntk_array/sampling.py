@@ -230,9 +230,15 @@ class _Lattice(_Tiled):
     """
 
     def __init__(
-        self, gen: Generator, num_rows: int, num_params: int, dtype: DType, group_size: int
+        self,
+        gen: Generator,
+        num_rows: int,
+        num_params: int,
+        dtype: DType,
+        group_size: int,
+        cache_bytes: int,
     ) -> None:
-        super().__init__(gen, num_rows, num_params, dtype, cache_bytes=0)
+        super().__init__(gen, num_rows, num_params, dtype, cache_bytes)
         self.group_size = group_size
 
     def _draw(self, i: int, j: int) -> Array:
@@ -316,7 +322,7 @@ def make_directions(
     if sampling in ("iid", "antithetic"):
         return _Gaussian(gen, num_rows, num_params, dtype, cache_bytes)
     if sampling == "qmc":
-        return _Lattice(gen, num_rows, num_params, dtype, group_size)
+        return _Lattice(gen, num_rows, num_params, dtype, group_size, cache_bytes)
     return _Orthogonal(gen, num_rows, num_params, dtype, group_size)
 
 
