@@ -165,7 +165,7 @@ def build_methods(model: nk.MLP, theta: np.ndarray, x: np.ndarray, device: str) 
     return methods
 
 
-def time_method(method: Method, repeat: int) -> tuple[float, np.ndarray]:
+def measure(method: Method, repeat: int) -> tuple[float, np.ndarray]:
     """Median wall time of ``repeat`` runs after one warm-up, and the kernel as NumPy."""
     kernel = method.run()
     synchronize(kernel)
@@ -231,7 +231,7 @@ def main() -> None:
     rows: list[tuple[Method, float, float]] = []
     reference: np.ndarray | None = None
     for method in build_methods(model, theta, x, args.device):
-        seconds, kernel = time_method(method, args.repeat)
+        seconds, kernel = measure(method, args.repeat)
         if reference is None:
             reference = kernel
         rows.append((method, seconds, relative_error(kernel, reference)))

@@ -244,7 +244,22 @@ def nntk(
     if batch_size is None:
         chunk = min(chunk, draw)
     eval_bytes = draw * row_bytes + chunk * per_set
-    gram_bytes = 2 * COL_TILE * m_hint * acc_size + 3 * m_hint**2 * acc_size
+    n2 = n1 if x2 is None else x2.shape[0]
+    use_stream = _choose_stream(
+        estimator,
+        sampling,
+        samples_arr is not None,
+        route,
+        return_stderr,
+        m_hint,
+        n1,
+        n2,
+        symmetric=x2 is None,
+    )
+    if use_stream:  # a block of rows of one column tile, and (N, O, COL_TILE) products
+        gram_bytes = budget // 8 + 2 * (n1 + n2) * n_out * COL_TILE * acc_size
+    else:
+        gram_bytes = 2 * COL_TILE * m_hint * acc_size + 3 * m_hint**2 * acc_size
     cache = max(0, budget - max(eval_bytes, gram_bytes))
     structured_rows = max(1, (budget // 2) // (3 * itemsize * p))
 
@@ -306,27 +321,6 @@ def nntk(
     a2, al2 = (a1, al1) if x2 is None else (a[n1:, ...], alpha[n1:, ...])
 
     full = outputs == "full"
-    n_all = x_all_n
-    use_stream = (
-        estimator in ("plugin", "unbiased")
-        and dirs.has_columns
-        and (
-            route == "stream"
-            or (
-                route == "auto"
-                and not return_stderr
-                and 2 * n_all * m + 2 * a1.shape[0] * a2.shape[0] < m * m
-            )
-        )
-    )
-    if route == "stream" and not use_stream:
-        raise ValueError(
-            "route='stream' needs estimator 'plugin' or 'unbiased' and column-regenerable "
-            "directions (sampling 'iid', 'antithetic' or explicit samples)"
-        )
-    if use_stream and (return_stderr or (estimator == "unbiased" and dirs.group_size != 1)):
-        raise ValueError("route='stream' gives no standard error; use route='gram'")
-
     if use_stream:
         num, sq_norms = _stream(xp, dirs, a1, a2, acc, budget, full, x2 is None)
         if estimator == "unbiased":
@@ -346,6 +340,39 @@ def nntk(
         return xp.astype(kernel, theta.dtype, copy=False)
     se = _jackknife(xp, estimator, a1, a2, al1, al2, w, dirs.group_size, groups, full)
     return xp.astype(kernel, theta.dtype, copy=False), xp.astype(se, theta.dtype, copy=False)
+
+
+def _choose_stream(
+    estimator: str,
+    sampling: str,
+    explicit: bool,
+    route: str,
+    return_stderr: bool,
+    m: int,
+    n1: int,
+    n2: int,
+    *,
+    symmetric: bool,
+) -> bool:
+    """Whether to contract by streaming column tiles (cost ~N M P) instead of the M x M Gram
+    (cost ~M² P); the stream needs regenerable columns and independent rows, and gives no
+    standard error."""
+    possible = estimator in ("plugin", "unbiased") and (
+        explicit or sampling in ("iid", "antithetic")
+    )
+    if route == "stream":
+        if not possible:
+            raise ValueError(
+                "route='stream' needs estimator 'plugin' or 'unbiased' and column-regenerable "
+                "directions (sampling 'iid', 'antithetic' or explicit samples)"
+            )
+        if return_stderr:
+            raise ValueError("route='stream' gives no standard error; use route='gram'")
+        return True
+    n_all = n1 if symmetric else n1 + n2
+    return (
+        route == "auto" and possible and not return_stderr and 2 * n_all * m + 2 * n1 * n2 < m * m
+    )
 
 
 def _evaluator(
@@ -506,21 +533,34 @@ def _stream(
     full: bool,
     symmetric: bool,
 ) -> tuple[Array, Array]:
-    """Σ over column blocks c of (ã1 U_c)(ã2 U_c)ᵀ, i.e. ã U Uᵀ ãᵀ without the M × M Gram,
-    and the squared row norms |u_m|² gathered on the way."""
-    m, p = dirs.num_rows, dirs.num_params
+    """Σ over column tiles c of (ã1 U_c)(ã2 U_c)ᵀ, i.e. ã U Uᵀ ãᵀ without the M × M Gram,
+    and the squared row norms |u_m|² gathered on the way. U_c is consumed a block of rows at
+    a time, so memory does not grow with M."""
+    p = dirs.num_params
     itemsize = 4 if acc == xp.float32 else 8
-    per_col = itemsize * (m + (a1.shape[0] + a2.shape[0]) * a1.shape[1])
-    width = max(COL_TILE, (budget // 4) // per_col // COL_TILE * COL_TILE)
-    num, sq = None, None
-    for c0 in range(0, p, width):
-        uc = xp.astype(dirs.columns(c0, min(c0 + width, p)), acc, copy=False)
-        b1 = xp.matmul(a1, uc)
-        b2 = b1 if symmetric else xp.matmul(a2, uc)
-        part = _quad(xp, b1, None, b2, full)
+    rows = max(1, (budget // 8) // (COL_TILE * itemsize))
+    num: Array = None
+    sq_parts: list[Array] = []
+    for c0 in range(0, p, COL_TILE):
+        c1 = min(c0 + COL_TILE, p)
+        b1: Array = None
+        b2: Array = None
+        norms = []
+        for r0, r1, u in dirs.column_blocks(c0, c1, rows):
+            u = xp.astype(u, acc, copy=False)
+            part1 = xp.matmul(a1[..., r0:r1], u)
+            b1 = part1 if b1 is None else b1 + part1
+            if not symmetric:
+                part2 = xp.matmul(a2[..., r0:r1], u)
+                b2 = part2 if b2 is None else b2 + part2
+            norms.append(xp.sum(u * u, axis=1))
+        part = _quad(xp, b1, None, b1 if symmetric else b2, full)
         num = part if num is None else num + part
-        part_sq = xp.sum(uc * uc, axis=1)
-        sq = part_sq if sq is None else sq + part_sq
+        col_sq = norms[0] if len(norms) == 1 else xp.concat(norms)
+        sq_parts.append(col_sq)
+    sq = sq_parts[0]
+    for extra in sq_parts[1:]:
+        sq = sq + extra
     return num, sq
 
 

@@ -26,7 +26,7 @@ kernel estimator pairs only rows from different groups (math.md §4).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from array_api_compat import array_namespace
 from array_api_compat import device as array_device
@@ -81,6 +81,15 @@ class Directions:
         """Columns ``start:stop`` of U for all M rows, shape (M, stop - start)."""
         raise NotImplementedError
 
+    def column_blocks(
+        self, start: int, stop: int, max_rows: int
+    ) -> Iterator[tuple[int, int, Array]]:
+        """``(r0, r1, U[r0:r1, start:stop])`` over all rows, about ``max_rows`` at a time, so
+        that a column pass needs memory independent of M."""
+        for r0 in range(0, self.num_rows, max_rows):
+            r1 = min(r0 + max_rows, self.num_rows)
+            yield r0, r1, self.columns(start, stop)[r0:r1, :]
+
     def radial_uniforms(self, start: int, stop: int) -> Array | None:
         """One U(0, 1) number per row (radii of uniform-ball perturbations); ``None`` if the
         rows are user-given (they are then used as the perturbations themselves)."""
@@ -122,6 +131,13 @@ class _Explicit(Directions):
 
     def columns(self, start: int, stop: int) -> Array:
         return self._u[:, start:stop]
+
+    def column_blocks(
+        self, start: int, stop: int, max_rows: int
+    ) -> Iterator[tuple[int, int, Array]]:
+        for r0 in range(0, self.num_rows, max_rows):
+            r1 = min(r0 + max_rows, self.num_rows)
+            yield r0, r1, self._u[r0:r1, start:stop]
 
     def radial_uniforms(self, start: int, stop: int) -> Array | None:
         return None
@@ -181,6 +197,21 @@ class _Tiled(Directions):
             return block
         block = block[lo : lo + stop - start, :]
         return xp.asarray(block, copy=True) if fresh else block
+
+    def column_blocks(
+        self, start: int, stop: int, max_rows: int
+    ) -> Iterator[tuple[int, int, Array]]:
+        j0, j1 = start // COL_TILE, _ceil_div(stop, COL_TILE)
+        n_tiles = _ceil_div(self.num_rows, ROW_TILE)
+        step = max(1, max_rows // ROW_TILE)
+        lo = start - j0 * COL_TILE
+        for i0 in range(0, n_tiles, step):
+            i1 = min(i0 + step, n_tiles)
+            keys = [(i, j) for i in range(i0, i1) for j in range(j0, j1)]
+            block = _grid(self.xp, self._tiles(keys, keep=False), i1 - i0, j1 - j0)
+            if lo != 0 or block.shape[1] != stop - start:
+                block = block[:, lo : lo + stop - start]
+            yield i0 * ROW_TILE, min(i1 * ROW_TILE, self.num_rows), block
 
     def columns(self, start: int, stop: int) -> Array:
         xp = self.xp

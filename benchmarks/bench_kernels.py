@@ -1,0 +1,172 @@
+"""Local NTK, Monte Carlo NNTK (sizes, estimators, samplings, attention) and nonlocal gradients."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import nntk_array as nk
+
+from .common import LARGE, XPBenchmark
+
+WIDE = (512, 512, 512)  # the MLP 64 -> 512 -> 512 -> 512 -> 1 of the README, P = 559,105
+NARROW = (256, 256)  # 64 -> 256 -> 256 -> 1, P = 82,689
+
+
+def _mlp(hidden: tuple[int, ...]) -> nk.MLP:
+    return nk.MLP(64, hidden, 1, "relu")
+
+
+class LocalNTK(XPBenchmark):
+    param_names = (*XPBenchmark.param_names, "n", "depth")
+    params = (*XPBenchmark.params, [128, 1024], [1, 3])
+
+    def setup(self, backend: str, dtype: str, n: int, depth: int) -> None:
+        super().setup(backend, dtype)
+        self.model = _mlp((512,) * depth)
+        self.theta = self.model.init(0, xp=self.xp, dtype=self.dtype, device=self.device)
+        self.x = self.asarray(self.rng.standard_normal((n, 64)))
+        self.sync(nk.ntk(self.model, self.theta, self.x[:8, ...]))
+
+    def time_ntk(self, *args: Any) -> None:
+        self.sync(nk.ntk(self.model, self.theta, self.x))
+
+    def peakmem_ntk(self, *args: Any) -> None:
+        self.sync(nk.ntk(self.model, self.theta, self.x))
+
+
+class NNTKSize(XPBenchmark):
+    """Default estimator (U-statistic) against N and M; the large sizes need NNTK_BENCH_LARGE."""
+
+    param_names = (*XPBenchmark.param_names, "n", "m")
+    params = (
+        *XPBenchmark.params,
+        [64, 256] + ([1024] if LARGE else []),
+        [64, 256, 1024] + ([4096] if LARGE else []),
+    )
+
+    def setup(self, backend: str, dtype: str, n: int, m: int) -> None:
+        super().setup(backend, dtype)
+        self.model = _mlp(NARROW)
+        self.theta = self.model.init(0, xp=self.xp, dtype=self.dtype, device=self.device)
+        self.x = self.asarray(self.rng.standard_normal((n, 64)))
+        self.m = m
+        self.sync(self.run(16))
+
+    def run(self, m: int) -> Any:
+        return nk.nntk(self.model, self.theta, self.x, sigma=0.1, samples=m, seed=0)
+
+    def time_nntk(self, *args: Any) -> None:
+        self.sync(self.run(self.m))
+
+    def peakmem_nntk(self, *args: Any) -> None:
+        self.sync(self.run(self.m))
+
+    def track_gpu_peak_bytes(self, *args: Any) -> float:
+        return self.gpu_peak_bytes(lambda: self.run(self.m))
+
+    track_gpu_peak_bytes.unit = "bytes"  # type: ignore[attr-defined]
+
+
+class NNTKOptions(XPBenchmark):
+    """Every estimator and sampling option at N = 128, M = 256."""
+
+    param_names = (*XPBenchmark.param_names, "estimator", "sampling")
+    params = (
+        *XPBenchmark.params,
+        ["unbiased", "plugin", "sketch", "directional"],
+        ["iid", "antithetic", "orthogonal", "qmc"],
+    )
+
+    def setup(self, backend: str, dtype: str, estimator: str, sampling: str) -> None:
+        super().setup(backend, dtype)
+        if estimator == "directional" and sampling == "antithetic":
+            raise NotImplementedError("not a valid combination")
+        self.model = _mlp(NARROW)
+        self.theta = self.model.init(0, xp=self.xp, dtype=self.dtype, device=self.device)
+        self.x = self.asarray(self.rng.standard_normal((128, 64)))
+        self.kw = {"estimator": estimator, "sampling": sampling}
+        self.sync(self.run(16))
+
+    def run(self, m: int) -> Any:
+        return nk.nntk(self.model, self.theta, self.x, sigma=0.1, samples=m, seed=0, **self.kw)
+
+    def time_nntk(self, *args: Any) -> None:
+        self.sync(self.run(256))
+
+
+class NNTKAttention(XPBenchmark):
+    param_names = (*XPBenchmark.param_names, "score")
+    params = (*XPBenchmark.params, ["distance", "output", "temperature-inf"])
+
+    def setup(self, backend: str, dtype: str, score: str) -> None:
+        super().setup(backend, dtype)
+        self.model = _mlp(NARROW)
+        self.theta = self.model.init(0, xp=self.xp, dtype=self.dtype, device=self.device)
+        self.x = self.asarray(self.rng.standard_normal((128, 64)))
+        self.att = (
+            nk.Attention(temperature=math.inf)
+            if score == "temperature-inf"
+            else nk.Attention(score=score)
+        )
+        self.sync(self.run(16))
+
+    def run(self, m: int) -> Any:
+        return nk.nntk(
+            self.model, self.theta, self.x, sigma=0.1, samples=m, seed=0, attention=self.att
+        )
+
+    def time_nntk(self, *args: Any) -> None:
+        self.sync(self.run(256))
+
+
+class NNTKMemoryFlatInM:
+    """Peak memory at a fixed budget against M (NumPy): it should not grow with M."""
+
+    param_names = ("m",)
+    params = ([256, 1024, 4096],)
+    timeout = 600
+
+    def setup(self, m: int) -> None:
+        import numpy as np
+
+        self.model = _mlp(NARROW)
+        self.theta = self.model.init(0, xp=np, dtype=np.float32)
+        self.x = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+
+    def peakmem_nntk(self, m: int) -> None:
+        nk.nntk(
+            self.model, self.theta, self.x, sigma=0.1, samples=m, seed=0, memory_budget=128 * 2**20
+        )
+
+
+class NonlocalGrad(XPBenchmark):
+    param_names = (*XPBenchmark.param_names, "p", "m")
+    params = (*XPBenchmark.params, [1_000, 100_000], [64, 512])
+
+    def setup(self, backend: str, dtype: str, p: int, m: int) -> None:
+        super().setup(backend, dtype)
+        self.a = self.asarray(self.rng.standard_normal(p))
+        self.theta = self.asarray(self.rng.standard_normal(p))
+        self.m = m
+        xp = self.xp
+        self.fun = lambda t: xp.sign(xp.matmul(t, self.a))
+        self.sync(nk.nonlocal_grad(self.fun, self.theta, sigma=0.1, samples=8, seed=0))
+
+    def time_nonlocal_grad(self, *args: Any) -> None:
+        self.sync(nk.nonlocal_grad(self.fun, self.theta, sigma=0.1, samples=self.m, seed=0))
+
+
+class CallOverhead:
+    """N = 8, M = 16 on a tiny model with NumPy: the fixed cost of a call (target < 2 ms)."""
+
+    def setup(self) -> None:
+        import numpy as np
+
+        self.model = nk.MLP(1, (16,))
+        self.theta = self.model.init(0, xp=np)
+        self.x = np.linspace(-1, 1, 8)[:, None]
+        nk.nntk(self.model, self.theta, self.x, sigma=0.1, samples=16, seed=0)
+
+    def time_nntk_small(self) -> None:
+        nk.nntk(self.model, self.theta, self.x, sigma=0.1, samples=16, seed=0)
