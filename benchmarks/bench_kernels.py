@@ -136,7 +136,7 @@ class NNTKMemoryFlatInM:
 
     def peakmem_nntk(self, m: int) -> None:
         nk.nntk(
-            self.model, self.theta, self.x, sigma=0.1, samples=m, seed=0, memory_budget=128 * 2**20
+            self.model, self.theta, self.x, sigma=0.1, samples=m, seed=0, memory_budget=64 * 2**20
         )
 
 
