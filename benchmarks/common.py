@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from nntk_array.backends.namespaces import load
 from nntk_array.backends.sync import synchronize
 
 BACKENDS = ["numpy", "torch:cpu", "torch:cuda", "jax:cpu", "jax:gpu", "cupy"]
@@ -26,39 +27,9 @@ def namespace(backend: str) -> tuple[Any, Any]:
     """(array namespace, device) of ``backend``; ``NotImplementedError`` when unavailable."""
     lib, _, dev = backend.partition(":")
     try:
-        if lib == "numpy":
-            from array_api_compat import numpy as xp
-
-            return xp, None
-        if lib == "torch":
-            import torch
-            from array_api_compat import torch as xp
-
-            if dev == "cuda" and not torch.cuda.is_available():
-                raise NotImplementedError("no CUDA device")
-            torch.set_float32_matmul_precision("highest")
-            torch.backends.cudnn.allow_tf32 = False
-            return xp, torch.device(dev)
-        if lib == "jax":
-            import jax
-
-            jax.config.update("jax_enable_x64", True)
-            jax.config.update("jax_default_matmul_precision", "float32")
-            try:
-                device = jax.devices(dev)[0]
-            except RuntimeError:
-                raise NotImplementedError(f"no JAX {dev} device") from None
-            import jax.numpy as xp
-
-            return xp, device
-        import cupy
-        from array_api_compat import cupy as xp
-
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            raise NotImplementedError("no GPU")
-        return xp, None
-    except ImportError:
-        raise NotImplementedError(f"{lib} is not installed") from None
+        return load(lib, dev or None)
+    except (ImportError, RuntimeError) as err:
+        raise NotImplementedError(f"{backend}: {err}") from None
 
 
 class XPBenchmark:

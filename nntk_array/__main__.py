@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import MLP, __version__, nntk, ntk
+from .backends.namespaces import LIBRARIES, load
 
 
 def _demo() -> None:
@@ -46,7 +47,10 @@ def _demo() -> None:
 def _reproduce(args: argparse.Namespace) -> None:
     from .experiments import StudyConfig, format_table, plot_study, progress_printer, run_study
 
-    xp, device = _backend(args.backend, args.device, args.dtype)
+    try:
+        xp, device = load(args.backend, args.device, x64=args.dtype == "float64")
+    except (ImportError, RuntimeError, ValueError) as err:
+        raise SystemExit(f"--backend {args.backend}: {err}") from None
     dtype = getattr(xp, args.dtype)
     config = (
         StudyConfig.quick(args.seeds or 2) if args.quick else StudyConfig(seeds=args.seeds or 5)
@@ -60,33 +64,6 @@ def _reproduce(args: argparse.Namespace) -> None:
         print('figure skipped: matplotlib is not installed (pip install "nntk-array[plot]")')
 
 
-def _backend(name: str, device: str | None, dtype: str) -> tuple[object, object]:
-    """The array namespace and device for a backend name (imports it)."""
-    from ._xp import as_namespace
-
-    if name == "numpy":
-        if device not in (None, "cpu"):
-            raise SystemExit("--device: NumPy runs on the CPU only")
-        return as_namespace(np), None
-    if name == "torch":
-        import torch
-
-        torch.set_float32_matmul_precision("highest")
-        return as_namespace(torch), torch.device(device or "cpu")
-    if name == "jax":
-        import jax
-
-        if dtype == "float64":
-            jax.config.update("jax_enable_x64", True)
-        jax.config.update("jax_default_matmul_precision", "float32")
-        import jax.numpy as jnp
-
-        return jnp, None if device is None else jax.devices(device)[0]
-    import cupy
-
-    return as_namespace(cupy), None if device is None else cupy.cuda.Device(int(device))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m nntk_array`` and the ``nntk-array`` script."""
     parser = argparse.ArgumentParser(prog="nntk-array", description=__doc__)
@@ -94,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("demo", help="print a local NTK and a nonlocal NTK on NumPy")
     rep = sub.add_parser("reproduce", help="run the kernel study: table on stdout, figure to --out")
-    rep.add_argument("--backend", choices=("numpy", "torch", "jax", "cupy"), default="numpy")
+    rep.add_argument("--backend", choices=LIBRARIES, default="numpy")
     rep.add_argument("--device", default=None, help="e.g. cuda (torch), gpu (JAX), 0 (CuPy)")
     rep.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     rep.add_argument("--seeds", type=int, default=None, help="seeds (default 5; 2 with --quick)")

@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_BUDGET",
     "Differences",
     "Smoothing",
+    "check_resources",
     "check_samples_array",
     "check_seed",
     "chunk_rows",
@@ -279,6 +280,21 @@ def check_samples_array(samples: Array, num_params: int) -> None:
         raise ValueError(
             f"`samples` must have shape (M, {num_params}) with M >= 1; got {tuple(samples.shape)}"
         )
+
+
+def check_resources(
+    memory_budget: object, batch_size: object, return_stderr: object
+) -> tuple[int, int | None]:
+    """Validate the options shared by the Monte Carlo functions; return (budget, batch_size)."""
+    if not isinstance(return_stderr, bool):
+        raise TypeError("`return_stderr` must be a bool")
+    budget = (
+        DEFAULT_BUDGET
+        if memory_budget is None
+        else check_positive_int("memory_budget", memory_budget)
+    )
+    batch = None if batch_size is None else check_positive_int("batch_size", batch_size)
+    return budget, batch
 
 
 def chunk_rows(batch_size: int | None, budget: int, per_set: int, num_rows: int) -> int:

@@ -251,11 +251,13 @@ def plot_study(result: StudyResult, path: str) -> bool:
     return True
 
 
-def progress_printer(stream: Any = sys.stderr) -> Callable[[str], None]:
-    """A progress callback that prints elapsed time and the step to ``stream``."""
+def progress_printer(stream: Any = None) -> Callable[[str], None]:
+    """A progress callback printing elapsed time and the step to ``stream`` (default: the
+    current ``sys.stderr``, looked up at each call)."""
     start = time.perf_counter()
 
     def say(msg: str) -> None:
-        print(f"[{time.perf_counter() - start:6.1f} s] {msg}", file=stream, flush=True)
+        out = sys.stderr if stream is None else stream
+        print(f"[{time.perf_counter() - start:6.1f} s] {msg}", file=out, flush=True)
 
     return say

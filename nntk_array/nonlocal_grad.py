@@ -9,7 +9,7 @@ from typing import Any
 from array_api_compat import device
 
 from ._differences import (
-    DEFAULT_BUDGET,
+    check_resources,
     check_samples_array,
     check_seed,
     chunk_rows,
@@ -95,15 +95,7 @@ def nonlocal_grad(
     if samples_arr is not None:
         check_samples_array(samples_arr, p)
     check_finite(xp, theta=theta, samples=samples_arr)
-    if not isinstance(return_stderr, bool):
-        raise TypeError("`return_stderr` must be a bool")
-    budget = (
-        DEFAULT_BUDGET
-        if memory_budget is None
-        else check_positive_int("memory_budget", memory_budget)
-    )
-    if batch_size is not None:
-        batch_size = check_positive_int("batch_size", batch_size)
+    budget, batch_size = check_resources(memory_budget, batch_size, return_stderr)
     m_hint = (
         samples_arr.shape[0] if samples_arr is not None else check_positive_int("samples", samples)
     )

@@ -21,8 +21,8 @@ from typing import Any
 from array_api_compat import device
 
 from ._differences import (
-    DEFAULT_BUDGET,
     Differences,
+    check_resources,
     check_samples_array,
     check_seed,
     chunk_rows,
@@ -187,15 +187,7 @@ def nntk(
     check_choice("outputs", outputs, OUTPUTS)
     check_choice("route", route, ROUTES)
     check_choice("accumulate", accumulate, ACCUMULATE)
-    if not isinstance(return_stderr, bool):
-        raise TypeError("`return_stderr` must be a bool")
-    budget = (
-        DEFAULT_BUDGET
-        if memory_budget is None
-        else check_positive_int("memory_budget", memory_budget)
-    )
-    if batch_size is not None:
-        batch_size = check_positive_int("batch_size", batch_size)
+    budget, batch_size = check_resources(memory_budget, batch_size, return_stderr)
     directional = estimator == "directional"
     if directional:
         quadrature = check_positive_int("quadrature", quadrature)
