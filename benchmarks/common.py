@@ -18,6 +18,13 @@ import numpy as np
 from nntk_array.backends.namespaces import load
 from nntk_array.backends.sync import synchronize
 
+# Imported once here, so that asv's forked benchmark processes do not import them again.
+for _library in ("torch", "jax"):
+    try:
+        __import__(_library)
+    except ImportError:
+        pass
+
 BACKENDS = ["numpy", "torch:cpu", "torch:cuda", "jax:cpu", "jax:gpu", "cupy"]
 DTYPES = ["float32", "float64"]
 LARGE = os.environ.get("NNTK_BENCH_LARGE") == "1"  # the slow sizes, off by default
