@@ -10,6 +10,7 @@ through ``self.sync``, which waits for the device; subclasses make one warm-up c
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -20,10 +21,8 @@ from nntk_array.backends.sync import synchronize
 
 # Imported once here, so that asv's forked benchmark processes do not import them again.
 for _library in ("torch", "jax"):
-    try:
+    with contextlib.suppress(ImportError):
         __import__(_library)
-    except ImportError:
-        pass
 
 BACKENDS = ["numpy", "torch:cpu", "torch:cuda", "jax:cpu", "jax:gpu", "cupy"]
 DTYPES = ["float32", "float64"]
