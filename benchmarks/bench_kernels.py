@@ -10,7 +10,7 @@ import nntk_array as nk
 from .common import LARGE, XPBenchmark
 
 WIDE = (512, 512, 512)  # the MLP 64 -> 512 -> 512 -> 512 -> 1 of the README, P = 559,105
-NARROW = (256, 256)  # 64 -> 256 -> 256 -> 1, P = 82,689
+NARROW = (128, 128)  # 64 -> 128 -> 128 -> 1, P = 25,089
 
 
 def _mlp(hidden: tuple[int, ...]) -> nk.MLP:
@@ -111,6 +111,7 @@ class NNTKAttention(XPBenchmark):
         self.model = _mlp(NARROW)
         self.theta = self.model.init(0, xp=self.xp, dtype=self.dtype, device=self.device)
         self.x = self.asarray(self.rng.standard_normal((128, 64)))
+        self.x = self.x[:64, ...]
         self.att = (
             nk.Attention(temperature=math.inf)
             if score == "temperature-inf"
@@ -124,7 +125,7 @@ class NNTKAttention(XPBenchmark):
         )
 
     def time_nntk(self, *args: Any) -> None:
-        self.sync(self.run(256))
+        self.sync(self.run(128))
 
 
 class NNTKMemoryFlatInM:
