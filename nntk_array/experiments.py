@@ -169,13 +169,13 @@ def format_table(result: StudyResult, *, backend: str) -> str:
     """A plain-text table of mean ± sd over seeds, with the verdict per target."""
     cfg = result.config
     lines = [
-        "Nonlocal vs local NTK on non-smooth 1-D targets (protocol: ours, math.md §10; the "
-        "paper's own numbers are not available)",
+        "Nonlocal vs local NTK on non-smooth 1-D targets (protocol: ours; the paper's own "
+        "numbers are not available)",
         f"MLP 1-{cfg.width}-1 {cfg.activation} at initialization, {cfg.n_train} train / "
         f"{cfg.n_test} test points on [-1, 1], {cfg.seeds} seeds (network and perturbations).",
         f"NNTK: Gaussian (Stein) form, U-statistic, M = {cfg.samples}, negative eigenvalues "
-        "clipped; attention NNTK: plug-in Gram (math.md E4), output-geometry score, target ESS "
-        "M/2 (score ours).",
+        "clipped; attention NNTK: plug-in Gram of the attention-weighted gradients, "
+        "output-geometry score, target ESS M/2 (score ours).",
         f"Ridge {cfg.ridge:g} x tr(K)/N; gradient flow to time {cfg.flow_time:g} / (tr(K)/N); "
         f"band error: sup |error| within {cfg.band:g} of the jumps/kinks; alignment: centred, "
         f"train set. Backend {backend}; {result.seconds:.1f} s.",
