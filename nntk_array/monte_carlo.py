@@ -5,10 +5,28 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
-from ._typing import Array
+from ._typing import Array, Namespace
 from ._xp import resolve
 
-__all__ = ["monte_carlo_kernel"]
+__all__ = ["RunningMoments", "monte_carlo_kernel"]
+
+
+class RunningMoments:
+    """Welford's running mean and sum of squared deviations of equally shaped arrays."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: Array = None
+        self.m2: Array = None
+
+    def add(self, xp: Namespace, x: Array) -> None:
+        self.count += 1
+        if self.mean is None:
+            self.mean, self.m2 = x, xp.zeros_like(x)
+            return
+        delta = x - self.mean
+        self.mean = self.mean + delta / self.count
+        self.m2 = self.m2 + delta * (x - self.mean)
 
 
 def monte_carlo_kernel(
@@ -54,23 +72,16 @@ def monte_carlo_kernel(
         if seeds < 2:
             raise ValueError(f"`seeds` must be >= 2 to give a standard error; got {seeds}")
         seeds = range(seeds)
-    mean: Array = None
-    m2: Array = None
-    count = 0
+    moments = RunningMoments()
     for seed in seeds:
         xp, (k,) = resolve(kernel=kernel_fn(seed))
-        count += 1
-        if mean is None:
-            mean, m2 = k, xp.zeros_like(k)
-            continue
-        if tuple(k.shape) != tuple(mean.shape):
+        if moments.mean is not None and tuple(k.shape) != tuple(moments.mean.shape):
             raise ValueError(
                 f"`kernel_fn` returned shape {tuple(k.shape)} for seed {seed!r} but "
-                f"{tuple(mean.shape)} before"
+                f"{tuple(moments.mean.shape)} before"
             )
-        delta = k - mean
-        mean = mean + delta / count
-        m2 = m2 + delta * (k - mean)
+        moments.add(xp, k)
+    count = moments.count
     if count < 2:
         raise ValueError(f"`seeds` must hold at least 2 seeds; got {count}")
-    return mean, (m2 / (count - 1)) ** 0.5 / math.sqrt(count)
+    return moments.mean, (moments.m2 / (count - 1)) ** 0.5 / math.sqrt(count)

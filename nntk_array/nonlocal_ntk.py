@@ -38,6 +38,7 @@ from .attention import Attention
 from .backends.dtypes import require_dtype
 from .backends.linalg import gram
 from .models import MLP
+from .monte_carlo import RunningMoments
 from .sampling import COL_TILE, Directions
 
 __all__ = ["ESTIMATORS", "nntk"]
@@ -575,8 +576,7 @@ def _jackknife(
     m = a1.shape[-1]
     dev = device(a1)
     col = xp.arange(m, device=dev)
-    mean: Array = None
-    m2: Array = None
+    moments = RunningMoments()
     for b in range(n_batches):
         keep = xp.astype((col < bounds[b]) | (col >= bounds[b + 1]), a1.dtype, copy=False)
         k = _ratio(
@@ -585,10 +585,5 @@ def _jackknife(
             _den(xp, estimator, al1 * keep, al2 * keep, group_size, groups),
             full,
         )
-        if mean is None:
-            mean, m2 = k, xp.zeros_like(k)
-        else:
-            delta = k - mean
-            mean = mean + delta / (b + 1)
-            m2 = m2 + delta * (k - mean)
-    return xp.sqrt(m2 * ((n_batches - 1) / n_batches))
+        moments.add(xp, k)
+    return xp.sqrt(moments.m2 * ((n_batches - 1) / n_batches))
