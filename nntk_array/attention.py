@@ -130,6 +130,23 @@ def _weights(
 def effective_sample_size(weights: Array, *, axis: int = -1) -> Array:
     """Kish's effective sample size 1 / Σ α² of normalized weights, in [1, M].
 
+    Parameters
+    ----------
+    weights : array, shape (..., M, ...)
+        Non-negative weights that sum to 1 along ``axis`` (as from :func:`attention_weights`).
+    axis : int, default -1
+        The axis of the M samples.
+
+    Returns
+    -------
+    array, the shape of ``weights`` without ``axis``
+        M for uniform weights, 1 when one weight is 1; ``0`` for an all-zero row.
+
+    Raises
+    ------
+    TypeError
+        Non-floating or non-array ``weights``.
+
     Examples
     --------
     >>> import numpy as np
@@ -151,16 +168,16 @@ class Attention:
     extra model calls. With h_m the perturbations, D the differences f(θ+h_m, x) − f(θ, x):
 
     ``"distance"``
-        s_m = −|h_m|²/(2σ²): favours small perturbations, a narrower fixed kernel in disguise.
+        s_m = −‖h_m‖²/(2σ²): favours small perturbations, a narrower fixed kernel in disguise.
     ``"output"`` (output geometry)
         s_m = −mean_{i,o} D[i, o, m]² over all inputs: perturbations that move the outputs
         less get more weight.
     ``"loss"`` (loss-aware, Boltzmann / Entropy-SGD-like)
-        s_m = −[Σ_i D[i, m]·r_i + ½ Σ_i |D[i, m]|²] over the inputs ``x1`` with residuals
-        r = f(θ, x1) − ``targets``: equals −(L(θ+h_m) − L(θ)) for L = ½|f − y|².
+        s_m = −[Σ_i D[i, m]·r_i + ½ Σ_i ‖D[i, m]‖²] over the inputs ``x1`` with residuals
+        r = f(θ, x1) − ``targets``: equals −(L(θ+h_m) − L(θ)) for L = ½‖f − y‖².
     callable
         ``score(differences, h_sq)`` with differences (N, O, M) for the inputs x1 then x2 and
-        h_sq (M,) = |h_m|²; returns (M,) or (N, M) scores.
+        h_sq (M,) = ‖h_m‖²; returns (M,) or (N, M) scores.
 
     Parameters
     ----------
@@ -178,6 +195,23 @@ class Attention:
     ------
     ValueError
         Unknown score, both or bad ``temperature``/``target_ess``, ``"loss"`` without targets.
+
+    Examples
+    --------
+    >>> import math
+    >>> import numpy as np
+    >>> import nntk_array as nk
+    >>> model = nk.MLP(1, (16,), activation="sign")
+    >>> theta = model.init(0, xp=np)
+    >>> x = np.linspace(-1.0, 1.0, 4)[:, None]
+    >>> opts = dict(sigma=0.3, samples=256, seed=0)
+    >>> K = nk.nntk(model, theta, x, attention=nk.Attention(score="output"), **opts)
+    >>> K.shape
+    (4, 4)
+    >>> fixed = nk.nntk(model, theta, x, **opts)          # τ = ∞ is the fixed kernel
+    >>> uniform = nk.nntk(model, theta, x, attention=nk.Attention(temperature=math.inf), **opts)
+    >>> bool(np.allclose(uniform, fixed))
+    True
     """
 
     score: str | ScoreFn = "output"
@@ -215,10 +249,64 @@ class Attention:
     ) -> Array:
         """α of shape (N, M) for differences ``raw`` (N, O, M) (inputs x1 then x2).
 
-        ``base1`` is f(θ, x1) and ``targets`` the validated targets, both (N1, O), for the
-        loss score.
+        Called by :func:`nntk_array.nntk` with its perturbed evaluations; no validation.
+
+        Parameters
+        ----------
+        xp : namespace
+            The array-API namespace of the arrays.
+        raw : array, shape (N, O, M)
+            Differences f(θ + h_m, x_i) − f(θ, x_i), inputs x1 then x2.
+        h_sq : array, shape (M,)
+            Squared norms ‖h_m‖² of the perturbations.
+        sigma : float
+            The perturbation scale σ.
+        base1 : array, shape (N1, O), or None
+            f(θ, x1); used by the loss score only.
+        targets : array, shape (N1, O), or None
+            The validated targets; used by the loss score only.
+
+        Returns
+        -------
+        array, shape (N, M)
+            Rows of non-negative weights summing to 1.
+
+        Raises
+        ------
+        ValueError
+            A callable score returns a shape other than (M,) or (N, M).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from array_api_compat import array_namespace
+        >>> raw = np.array([[[0.1, -0.2, 0.3]], [[0.0, 0.5, -0.1]]])   # N = 2, O = 1, M = 3
+        >>> h_sq = np.array([1.0, 2.0, 3.0])
+        >>> att = Attention(score="distance", temperature=1.0)      # s_m = -‖h_m‖²/(2σ²)
+        >>> np.round(att.weights(array_namespace(raw), raw, h_sq, 1.0, None, None), 3)
+        array([[0.506, 0.307, 0.186],
+               [0.506, 0.307, 0.186]])
         """
-        n, _, m = raw.shape
+        return self.normalize(xp, self.scores(xp, raw, h_sq, sigma, base1, targets), raw.shape[0])
+
+    def scores(
+        self,
+        xp: Namespace,
+        raw: Array,
+        h_sq: Array,
+        sigma: float,
+        base1: Array,
+        targets: Array,
+        *,
+        num_inputs: int | None = None,
+    ) -> Array:
+        """Scores s of shape (M,) or (N, M) for the differences ``raw`` (N, O, M).
+
+        The built-in scores are sums over inputs: the scores of a partition of the inputs
+        into blocks (``num_inputs`` the total N, for the "output" mean) add up to the
+        scores of all of them, which is how Dask inputs are weighted block by block.
+        """
+        n, o, m = raw.shape
         if callable(self.score):
             s = self.score(raw, h_sq)
             if tuple(s.shape) not in ((m,), (n, m)):
@@ -229,13 +317,17 @@ class Attention:
         elif self.score == "distance":
             s = -h_sq / (2.0 * sigma * sigma)
         elif self.score == "output":
-            s = -xp.mean(raw * raw, axis=(0, 1))
+            s = -xp.sum(raw * raw, axis=(0, 1)) / float((num_inputs or n) * o)
         else:
             n1 = base1.shape[0]
             resid = base1 - targets
             d1 = raw[:n1, ...]
             s = -(xp.sum(d1 * resid[:, :, None], axis=(0, 1)) + 0.5 * xp.sum(d1 * d1, axis=(0, 1)))
-        s = xp.astype(s, raw.dtype, copy=False)
+        return xp.astype(s, raw.dtype, copy=False)
+
+    def normalize(self, xp: Namespace, s: Array, n: int) -> Array:
+        """α (N, M) = softmax over samples of ``s`` / τ, for scores (M,) or (N, M)."""
+        m = s.shape[-1]
         s = s[None, :] if s.ndim == 1 else s  # one row shared by all inputs: weigh it once
         if self.temperature is not None:
             alpha = _weights(xp, s, float(self.temperature), -1, None, False)

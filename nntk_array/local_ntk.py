@@ -12,6 +12,7 @@ from ._typing import Array, Namespace
 from ._validate import check_choice, check_finite, check_ndim, check_positive_int
 from ._xp import resolve
 from .backends.autodiff import jacobian
+from .backends.dask import is_dask
 from .models import MLP, NTKTerm
 
 __all__ = ["ntk"]
@@ -80,6 +81,10 @@ def ntk(
     >>> K.shape, bool(np.allclose(K, K.T))
     ((5, 5), True)
     """
+    if is_dask(theta, x1, x2):
+        from .backends.dask import ntk_graph
+
+        return ntk_graph(ntk, f, theta, x1, x2, {"outputs": outputs, "batch_size": batch_size})
     xp, (theta, x1, x2) = resolve(theta=theta, x1=x1, x2=x2)
     check_choice("outputs", outputs, OUTPUTS)
     if batch_size is not None:

@@ -16,12 +16,14 @@ samples from both forms gives the delete-a-batch jackknife standard error.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from array_api_compat import device
+from array_api_compat import array_namespace, device
 
 from ._differences import (
     Differences,
+    Smoothing,
     check_resources,
     check_samples_array,
     check_seed,
@@ -35,6 +37,7 @@ from ._typing import Array, Namespace
 from ._validate import check_choice, check_finite, check_ndim, check_positive_int
 from ._xp import resolve
 from .attention import Attention
+from .backends.dask import is_dask
 from .backends.dtypes import require_dtype
 from .backends.linalg import gram
 from .models import MLP
@@ -95,7 +98,7 @@ def nntk(
         one estimate are consistent.
     sigma : float
         Perturbation scale σ > 0. Gaussian form: h ~ N(0, σ²I). Paper form: the paper's
-        γ with ρ_γ ∝ exp(−|h|²/γ²) is γ = √2 σ; with ``radial="ball"``, σ is the radius.
+        γ with ρ_γ ∝ exp(−‖h‖²/γ²) is γ = √2 σ; with ``radial="ball"``, σ is the radius.
     samples : int or array of shape (M, P)
         The number M of perturbations, or explicit unit-scale perturbations u (h = σu; for
         the Gaussian forms standard normal rows, for the ball points of the unit ball): the
@@ -107,7 +110,7 @@ def nntk(
         ``numpy.random.Generator``, ``torch.Generator``, JAX key or CuPy generator.
     form : {"gaussian", "paper"}
         ``"gaussian"``: Stein form, G f = E[(f(θ+h) − f(θ)) h]/σ² = ∇ of f smoothed by
-        N(0, σ²I). ``"paper"``: G f = c E[(f(θ+h) − f(θ)) h/|h|²] with a radial density.
+        N(0, σ²I). ``"paper"``: G f = c E[(f(θ+h) − f(θ)) h/‖h‖²] with a radial density.
     radial : {"gaussian", "ball"}
         Radial density of the paper form.
     scale : {"gradient-consistent", "literal"}
@@ -177,6 +180,110 @@ def nntk(
     >>> K.shape, bool(np.all(se > 0)), bool(np.allclose(K, K.T))
     ((4, 4), True, True)
     """
+    options = {
+        "sigma": sigma,
+        "samples": samples,
+        "seed": seed,
+        "rng": rng,
+        "form": form,
+        "radial": radial,
+        "scale": scale,
+        "sampling": sampling,
+        "estimator": estimator,
+        "attention": attention,
+        "quadrature": quadrature,
+        "outputs": outputs,
+        "route": route,
+        "batch_size": batch_size,
+        "memory_budget": memory_budget,
+        "accumulate": accumulate,
+        "return_stderr": return_stderr,
+    }
+    if is_dask(theta, x1, x2):
+        from .backends.dask import nntk_graph
+
+        return nntk_graph(f, theta, x1, x2, options)
+    run = prepare(f, theta, x1, x2, **options)
+    xp, n1 = run.xp, run.n1
+    diffs = evaluate_rows(run)
+    a = diffs.raw * diffs.weights
+    if attention is None:
+        m = run.dirs.num_rows
+        alpha = xp.full((a.shape[0], m), 1.0 / m, dtype=run.acc, device=device(a))
+    else:
+        alpha = attention.normalize(xp, attention_scores(run, diffs), a.shape[0])
+    a = a * alpha[:, None, :]
+    a1, al1 = a[:n1, ...], alpha[:n1, ...]
+    a2, al2 = (a1, al1) if x2 is None else (a[n1:, ...], alpha[n1:, ...])
+    c = run.contraction
+    if run.use_stream:
+        num, sq_norms = _stream(xp, run.dirs, a1, a2, run.acc, run.budget, c.full, x2 is None)
+        if estimator == "unbiased":
+            num = num - _quad(xp, a1, sq_norms, a2, c.full)
+        den = _den(xp, estimator, al1, al2, c.group_size, c.groups)
+        return xp.astype(_ratio(xp, num, den, c.full), run.theta.dtype, copy=False)
+    return contract_pair(c, a1, al1, a2, al2, weight_matrix(run, diffs))
+
+
+@dataclass(frozen=True)
+class Contraction:
+    """What turning two blocks of weighted differences into a kernel block needs."""
+
+    estimator: str
+    group_size: int
+    groups: list[tuple[int, int]]
+    full: bool
+    stderr: bool
+    dtype: Any
+
+
+@dataclass(frozen=True)
+class Run:
+    """A validated call: the namespace, the model on the inputs, and the directions."""
+
+    xp: Namespace
+    theta: Array
+    n1: int
+    targets: Array | None
+    evaluate: Callable[[Array], Array]
+    attention: Attention | None
+    sm: Smoothing
+    acc: Any
+    budget: int
+    chunk: int
+    draw: int
+    dirs: Directions
+    use_stream: bool
+    paper: bool
+    contraction: Contraction
+
+
+def prepare(
+    f: MLP | Model,
+    theta: Array,
+    x1: Array,
+    x2: Array | None,
+    *,
+    sigma: float,
+    samples: int | Array,
+    seed: int | None,
+    rng: Any,
+    form: str,
+    radial: str,
+    scale: str,
+    sampling: str,
+    estimator: str,
+    attention: Attention | None,
+    quadrature: int,
+    outputs: str,
+    route: str,
+    batch_size: int | None,
+    memory_budget: int | None,
+    accumulate: str,
+    return_stderr: bool,
+) -> Run:
+    """Validate the arguments of :func:`nntk` and make every decision that depends on shapes
+    (not values): memory sizes, route, directions. Nothing is evaluated or drawn here."""
     samples_arr = samples if hasattr(samples, "shape") else None
     if attention is not None and not isinstance(attention, Attention):
         raise TypeError(f"`attention` must be an nk.Attention; got {type(attention).__name__}")
@@ -282,57 +389,77 @@ def nntk(
             f"estimator={estimator!r}{' with return_stderr' if return_stderr else ''} needs "
             f"at least 2 independent samples (or groups); got samples={m}"
         )
-    diffs = evaluate_differences(
-        evaluate,
-        theta,
-        dirs,
-        sm,
-        chunk=chunk,
-        acc_dtype=acc,
-        norms=attention is not None,
-        draw=draw,
-    )
-
-    x_all_n = diffs.raw.shape[0]
-    a = diffs.raw * diffs.weights
-    if attention is None:
-        alpha = xp.full((x_all_n, m), 1.0 / m, dtype=acc, device=device(a))
-    else:
-        base1 = (
-            xp.astype(evaluate(theta[None, :])[0, :n1, ...], acc, copy=False)
-            if attention.score == "loss"
-            else None
-        )
-        tg = (
-            None
-            if targets is None
-            else xp.astype(targets if targets.ndim == 2 else targets[:, None], acc, copy=False)
-        )
-        alpha = attention.weights(xp, diffs.raw, diffs.h_sq, sm.sigma, base1, tg)
-    a = a * alpha[:, None, :]
-    a1, al1 = a[:n1, ...], alpha[:n1, ...]
-    a2, al2 = (a1, al1) if x2 is None else (a[n1:, ...], alpha[n1:, ...])
-
     full = outputs == "full"
-    if use_stream:
-        num, sq_norms = _stream(xp, dirs, a1, a2, acc, budget, full, x2 is None)
-        if estimator == "unbiased":
-            num = num - _quad(xp, a1, sq_norms, a2, full)
-        den = _den(xp, estimator, al1, al2, dirs.group_size, groups)
-        kernel = _ratio(xp, num, den, full)
-        return xp.astype(kernel, theta.dtype, copy=False)
-
-    w = _weight_matrix(xp, estimator, dirs, diffs, acc, budget, paper=form == "paper")
-    kernel = _ratio(
-        xp,
-        _quad(xp, a1, w, a2, full),
-        _den(xp, estimator, al1, al2, dirs.group_size, groups),
-        full,
+    c = Contraction(estimator, dirs.group_size, groups, full, return_stderr, theta.dtype)
+    return Run(
+        xp=xp,
+        theta=theta,
+        n1=n1,
+        targets=targets,
+        evaluate=evaluate,
+        attention=attention,
+        sm=sm,
+        acc=acc,
+        budget=budget,
+        chunk=chunk,
+        draw=draw,
+        dirs=dirs,
+        use_stream=use_stream,
+        paper=form == "paper",
+        contraction=c,
     )
-    if not return_stderr:
-        return xp.astype(kernel, theta.dtype, copy=False)
-    se = _jackknife(xp, estimator, a1, a2, al1, al2, w, dirs.group_size, groups, full)
-    return xp.astype(kernel, theta.dtype, copy=False), xp.astype(se, theta.dtype, copy=False)
+
+
+def evaluate_rows(run: Run) -> Differences:
+    """The differences D (N, O, M) of all inputs (x1 then x2) and the per-sample vectors."""
+    return evaluate_differences(
+        run.evaluate,
+        run.theta,
+        run.dirs,
+        run.sm,
+        chunk=run.chunk,
+        acc_dtype=run.acc,
+        norms=run.attention is not None,
+        draw=run.draw,
+    )
+
+
+def attention_scores(run: Run, diffs: Differences, num_inputs: int | None = None) -> Array:
+    """The attention scores of these inputs (sums over inputs: blocks add up)."""
+    xp, att, n1, t = run.xp, run.attention, run.n1, run.targets
+    assert att is not None  # callers ask for scores only with attention
+    base1 = tg = None
+    if att.score == "loss" and t is not None:  # Attention requires targets for "loss"
+        base1 = xp.astype(run.evaluate(run.theta[None, :])[0, :n1, ...], run.acc, copy=False)
+        tg = xp.astype(t if t.ndim == 2 else t[:, None], run.acc, copy=False)
+    return att.scores(xp, diffs.raw, diffs.h_sq, run.sm.sigma, base1, tg, num_inputs=num_inputs)
+
+
+def weight_matrix(run: Run, diffs: Differences) -> Array:
+    """W of the bilinear form (see the module docstring)."""
+    return _weight_matrix(
+        run.xp,
+        run.contraction.estimator,
+        run.dirs,
+        diffs,
+        run.acc,
+        run.budget,
+        paper=run.paper,
+    )
+
+
+def contract_pair(
+    c: Contraction, a1: Array, al1: Array, a2: Array, al2: Array, w: Array
+) -> Array | tuple[Array, Array]:
+    """The kernel block (and standard error) of two blocks of weighted differences."""
+    xp = array_namespace(a1, a2, w)
+    est = c.estimator
+    den = _den(xp, est, al1, al2, c.group_size, c.groups)
+    kernel = xp.astype(_ratio(xp, _quad(xp, a1, w, a2, c.full), den, c.full), c.dtype, copy=False)
+    if not c.stderr:
+        return kernel
+    se = _jackknife(xp, est, a1, a2, al1, al2, w, c.group_size, c.groups, c.full)
+    return kernel, xp.astype(se, c.dtype, copy=False)
 
 
 def _choose_stream(
