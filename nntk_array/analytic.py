@@ -93,6 +93,28 @@ def nngp(
 ) -> Array:
     """Infinite-width NNGP kernel (output covariance at initialization); see :func:`ntk`.
 
+    Parameters
+    ----------
+    x1 : array, shape (N1, d)
+    x2 : array, shape (N2, d), optional
+        Defaults to ``x1``.
+    activation : {"relu", "erf", "sign"}
+    depth : int, default 1
+        Number of hidden layers L >= 1.
+    weight_std, bias_std : float, default 1.0
+        σ_w > 0 and σ_b >= 0 of every layer (NTK parameterization).
+
+    Returns
+    -------
+    array, shape (N1, N2), in the inputs' namespace, dtype and device
+
+    Raises
+    ------
+    TypeError
+        Non-floating or mixed-library inputs.
+    ValueError
+        Shapes, NaN/inf, an unknown activation, ``depth < 1``, bad standard deviations.
+
     Examples
     --------
     >>> import numpy as np

@@ -287,9 +287,9 @@ class Attention:
         array([[0.506, 0.307, 0.186],
                [0.506, 0.307, 0.186]])
         """
-        return self.normalize(xp, self.scores(xp, raw, h_sq, sigma, base1, targets), raw.shape[0])
+        return self._normalize(xp, self._scores(xp, raw, h_sq, sigma, base1, targets), raw.shape[0])
 
-    def scores(
+    def _scores(
         self,
         xp: Namespace,
         raw: Array,
@@ -325,7 +325,7 @@ class Attention:
             s = -(xp.sum(d1 * resid[:, :, None], axis=(0, 1)) + 0.5 * xp.sum(d1 * d1, axis=(0, 1)))
         return xp.astype(s, raw.dtype, copy=False)
 
-    def normalize(self, xp: Namespace, s: Array, n: int) -> Array:
+    def _normalize(self, xp: Namespace, s: Array, n: int) -> Array:
         """α (N, M) = softmax over samples of ``s`` / τ, for scores (M,) or (N, M)."""
         m = s.shape[-1]
         s = s[None, :] if s.ndim == 1 else s  # one row shared by all inputs: weigh it once

@@ -70,6 +70,12 @@ def ntk(
     ValueError
         Wrong shapes, mixed devices, NaN/inf inputs, bad ``outputs`` or ``batch_size``.
 
+    Notes
+    -----
+    Dask arrays ``x1``/``x2`` (NumPy or CuPy chunks) give a lazy Dask kernel, one task per
+    pair of row blocks (the upper triangle when ``x2`` is None); each task is this function
+    on the blocks, so the numbers equal the in-memory call's.
+
     Examples
     --------
     >>> import numpy as np

@@ -26,6 +26,14 @@ def kernel_alignment(kernel: Array, y: Array, *, centered: bool = True) -> Array
     Returns
     -------
     array, shape ()
+        In [-1, 1]; 0 when K or y is zero (after centring).
+
+    Raises
+    ------
+    TypeError
+        Non-floating or mixed-library inputs.
+    ValueError
+        ``kernel`` not (N, N) or ``y`` not (N,), mixed devices, NaN/inf.
 
     Examples
     --------
@@ -54,7 +62,7 @@ def kernel_alignment(kernel: Array, y: Array, *, centered: bool = True) -> Array
 
 
 def band_error(x: Array, error: Array, points: Array, *, width: float) -> Array:
-    """Largest |error| over inputs within ``width`` of any of ``points`` (jumps or kinks).
+    """Largest absolute error over inputs within ``width`` of any of ``points`` (jumps or kinks).
 
     Parameters
     ----------
@@ -69,7 +77,15 @@ def band_error(x: Array, error: Array, points: Array, *, width: float) -> Array:
 
     Returns
     -------
-    array, shape (); 0 if no input lies in the band.
+    array, shape ()
+        0 if no input lies in the band.
+
+    Raises
+    ------
+    TypeError
+        Non-floating or mixed-library inputs.
+    ValueError
+        ``x`` or ``points`` not 1-D, ``error`` not shaped like ``x``, mixed devices, NaN/inf.
 
     Examples
     --------

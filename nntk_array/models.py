@@ -55,7 +55,7 @@ class NTKTerm:
 
 
 class MLP:
-    """A fully connected network ``in_features -> hidden... -> out_features``.
+    """A fully connected network ``in_features -> hidden[0] -> … -> out_features``.
 
     Parameters live in one flat vector ``theta`` of length :attr:`num_params`, laid out layer
     by layer as the weight matrix of shape ``(fan_in, fan_out)`` (row-major), then the bias.
@@ -79,6 +79,14 @@ class MLP:
         ``z = a @ W + b`` with W ~ N(0, weight_std²/fan_in) and b ~ N(0, bias_std²).
     weight_std, bias_std : float, default 1.0
         The σ_w and σ_b of both parameterizations.
+
+    Raises
+    ------
+    TypeError
+        ``bias`` is not a bool.
+    ValueError
+        A width that is not a positive int, an unknown ``activation`` or
+        ``parameterization``, a ``weight_std`` or ``bias_std`` that is not > 0.
 
     Examples
     --------
@@ -144,7 +152,13 @@ class MLP:
 
     @property
     def num_params(self) -> int:
-        """Length P of the flat parameter vector."""
+        """Length P of the flat parameter vector.
+
+        Examples
+        --------
+        >>> MLP(3, (8,)).num_params   # (3·8 + 8) + (8·1 + 1)
+        41
+        """
         return self._layers[-1].end
 
     def __repr__(self) -> str:
@@ -242,6 +256,17 @@ class MLP:
             Mixed array libraries, or non-floating dtypes.
         ValueError
             Wrong shapes, mixed devices, or NaN/inf in the inputs.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> model = MLP(2, (8,), 3)
+        >>> theta = model.init(0, xp=np)
+        >>> x = np.ones((4, 2))
+        >>> model.apply(theta, x).shape                     # one network
+        (4, 3)
+        >>> model.apply(np.stack([theta] * 5), x).shape     # a batch of 5 parameter vectors
+        (5, 4, 3)
         """
         xp, (theta, x) = resolve(theta=theta, x=x)
         self.check_theta(theta, batched=True)
@@ -252,14 +277,56 @@ class MLP:
     __call__ = apply
 
     def check_theta(self, theta: Array, *, batched: bool) -> None:
-        """Raise ``ValueError`` unless ``theta`` has shape (P,) (or (B, P) if ``batched``)."""
+        """Raise ``ValueError`` unless ``theta`` has shape (P,) (or (B, P) if ``batched``).
+
+        Parameters
+        ----------
+        theta : array
+        batched : bool
+            Whether a batch of parameter vectors, shape (B, P), is allowed.
+
+        Raises
+        ------
+        ValueError
+            ``theta`` has the wrong number of dimensions or parameters.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> model = MLP(3, (8,))
+        >>> model.check_theta(np.zeros(41), batched=False)
+        >>> model.check_theta(np.zeros((2, 40)), batched=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: `theta` must have shape (P,) or (B, P) with P = 41; got shape (2, 40)
+        """
         what = f"(P,) or (B, P) with P = {self.num_params}" if batched else f"({self.num_params},)"
         check_ndim("theta", theta, (1, 2) if batched else (1,), what)
         if theta.shape[-1] != self.num_params:
             raise ValueError(f"`theta` must have shape {what}; got shape {tuple(theta.shape)}")
 
     def check_x(self, name: str, x: Array) -> None:
-        """Raise ``ValueError`` unless ``x`` has shape (N, in_features)."""
+        """Raise ``ValueError`` unless ``x`` has shape (N, in_features).
+
+        Parameters
+        ----------
+        name : str
+            The argument's name, used in the error message.
+        x : array
+
+        Raises
+        ------
+        ValueError
+            ``x`` is not two-dimensional with ``in_features`` columns.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> MLP(3, (8,)).check_x("x1", np.zeros((5, 2)))
+        Traceback (most recent call last):
+        ...
+        ValueError: `x1` must have shape (N, 3); got shape (5, 2)
+        """
         what = f"(N, {self.in_features})"
         check_ndim(name, x, (2,), what)
         if x.shape[1] != self.in_features:
@@ -301,8 +368,27 @@ class MLP:
         return a, trace
 
     def eval_bytes_per_set(self, n_inputs: int, itemsize: int) -> int:
-        """Bytes one parameter set needs in a batched untraced forward over ``n_inputs``:
-        a copy of the largest layer's weights and three activations of the widest layer."""
+        """Bytes one parameter set needs in a batched untraced forward over ``n_inputs``.
+
+        That is a copy of the largest layer's weights and three activations of the widest
+        layer; :func:`nntk_array.nntk` sizes its chunks of perturbations with it.
+
+        Parameters
+        ----------
+        n_inputs : int
+            Number N of inputs evaluated.
+        itemsize : int
+            Bytes per number (4 for float32, 8 for float64).
+
+        Returns
+        -------
+        int
+
+        Examples
+        --------
+        >>> MLP(3, (8,)).eval_bytes_per_set(10, 8)   # 8 · (32 + 3 · 10 · 8)
+        2176
+        """
         widths = (self.in_features, *self.hidden, self.out_features)
         largest = max(layer.end - layer.w_start for layer in self._layers)
         return itemsize * (largest + 3 * n_inputs * max(widths))
@@ -311,7 +397,32 @@ class MLP:
         """Per-layer factors of the exact NTK at ``theta`` (shape (P,)) for inputs ``x``.
 
         For a dense layer ``z = c_w a W + c_b b`` the Jacobian contraction factorizes as
-        ``(c_w² a a'ᵀ + c_b²) ⊙ (δ δ'ᵀ)``, so no (N, P) Jacobian is formed. No validation.
+        ``(c_w² a a'ᵀ + c_b²) ⊙ (δ δ'ᵀ)``, so no (N, P) Jacobian is formed. No validation:
+        :func:`nntk_array.ntk` validates its inputs and contracts these terms.
+
+        Parameters
+        ----------
+        xp : namespace
+            The array-API namespace of ``theta`` and ``x``.
+        theta : array, shape (P,)
+        x : array, shape (N, in_features)
+
+        Returns
+        -------
+        list of ``nntk_array.models.NTKTerm``
+            One term per layer, first layer first: ``a`` the scaled layer input, shape
+            (N, fan_in), ``bias_sq`` the squared bias coefficient (0.0 without biases) and
+            ``delta`` the sensitivities (N, O, fan_out), ``None`` for the output layer.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from array_api_compat import array_namespace
+        >>> model = MLP(1, (16,), 2)
+        >>> theta, x = model.init(0, xp=np), np.ones((3, 1))
+        >>> terms = model.ntk_terms(array_namespace(x), theta, x)
+        >>> [(t.a.shape, None if t.delta is None else t.delta.shape) for t in terms]
+        [((3, 1), (3, 2, 16)), ((3, 16), None)]
         """
         act = ACTIVATIONS[self.activation]
         _, trace = self._forward(xp, theta, x)

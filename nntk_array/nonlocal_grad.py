@@ -46,7 +46,7 @@ def nonlocal_grad(
 
     Gaussian form: G f = E[(f(θ+h) − f(θ)) h]/σ², h ~ N(0, σ²I), which is exactly ∇ of f
     smoothed by N(0, σ²I) (Stein's identity); it exists for non-differentiable and noisy f.
-    Paper form: G f = c E[(f(θ+h) − f(θ)) h/|h|²] with a radial density (math.md §2).
+    Paper form: G f = c E[(f(θ+h) − f(θ)) h/‖h‖²] with a radial density (math.md §2).
 
     Parameters
     ----------

@@ -47,6 +47,7 @@ from .sampling import COL_TILE, Directions
 __all__ = ["ESTIMATORS", "nntk"]
 
 ESTIMATORS = ("unbiased", "plugin", "sketch", "directional")
+DIAGONAL = ("sketch", "directional")  # W = diag(d): no Gram of the directions
 OUTPUTS = ("mean", "full")
 ROUTES = ("auto", "gram", "stream")
 ACCUMULATE = ("input", "float64")
@@ -143,7 +144,8 @@ def nntk(
         Contract through the M × M Gram of the directions (cost ~M²P) or stream the
         directions in column blocks (cost ~N M P); ``"auto"`` picks the cheaper.
     batch_size : int, optional
-        Perturbations per batched model call; by default half of ``memory_budget``.
+        Perturbations per batched model call; by default as many as fit in a quarter of
+        ``memory_budget`` (model temporaries), and no more than one drawn block of rows.
     memory_budget : int, optional
         Bytes for perturbation chunks, model activations and cached random tiles (default
         384 MiB); peak memory does not grow with M beyond the N × M differences.
@@ -168,6 +170,16 @@ def nntk(
         Shape mismatches, mixed devices, NaN/inf inputs, ``sigma <= 0``, ``samples < 1`` (or
         too few independent samples for the estimator), unknown options, incompatible
         combinations (say, ``estimator="directional"`` with attention).
+
+    Notes
+    -----
+    Dask arrays ``x1``/``x2`` (NumPy or CuPy chunks, any row chunking) give a lazy Dask
+    kernel with the same numbers as the in-memory call for the same ``seed``: each task
+    regenerates the perturbations from the seed (an int; ``rng`` is refused, a missing
+    seed is drawn once on the client), so nothing of size M × P crosses the network. Each
+    block of rows evaluates all M perturbations; row blocks of a few hundred inputs keep
+    the regeneration cheap next to the evaluations. Callable attention scores and
+    ``route="stream"`` are not available there. See the "Distributed" page of the docs.
 
     Examples
     --------
@@ -211,7 +223,7 @@ def nntk(
         m = run.dirs.num_rows
         alpha = xp.full((a.shape[0], m), 1.0 / m, dtype=run.acc, device=device(a))
     else:
-        alpha = attention.normalize(xp, attention_scores(run, diffs), a.shape[0])
+        alpha = attention._normalize(xp, attention_scores(run, diffs), a.shape[0])
     a = a * alpha[:, None, :]
     a1, al1 = a[:n1, ...], alpha[:n1, ...]
     a2, al2 = (a1, al1) if x2 is None else (a[n1:, ...], alpha[n1:, ...])
@@ -432,20 +444,30 @@ def attention_scores(run: Run, diffs: Differences, num_inputs: int | None = None
     if att.score == "loss" and t is not None:  # Attention requires targets for "loss"
         base1 = xp.astype(run.evaluate(run.theta[None, :])[0, :n1, ...], run.acc, copy=False)
         tg = xp.astype(t if t.ndim == 2 else t[:, None], run.acc, copy=False)
-    return att.scores(xp, diffs.raw, diffs.h_sq, run.sm.sigma, base1, tg, num_inputs=num_inputs)
+    return att._scores(xp, diffs.raw, diffs.h_sq, run.sm.sigma, base1, tg, num_inputs=num_inputs)
 
 
-def weight_matrix(run: Run, diffs: Differences) -> Array:
-    """W of the bilinear form (see the module docstring)."""
-    return _weight_matrix(
-        run.xp,
-        run.contraction.estimator,
-        run.dirs,
-        diffs,
-        run.acc,
-        run.budget,
-        paper=run.paper,
-    )
+def weight_matrix(run: Run, diffs: Differences | None) -> Array:
+    """W of the bilinear form: the Gram (masked off-group for "unbiased") or a diagonal.
+
+    Only the diagonal estimators read ``diffs`` (its per-sample vectors); the Gram comes
+    from the directions alone.
+    """
+    xp, dirs, acc, est = run.xp, run.dirs, run.acc, run.contraction.estimator
+    if est in DIAGONAL:
+        assert diffs is not None
+        if est == "directional":
+            p = float(dirs.num_params)
+            return xp.full(diffs.weights.shape, p, dtype=acc, device=device(diffs.weights))
+        # sketch: d = 1 (Gaussian form) or |u|²/P (paper form), math.md §4
+        return diffs.sq_norms / dirs.num_params if run.paper else xp.ones_like(diffs.weights)
+    g = _gram(xp, dirs, acc, run.budget)
+    if est == "plugin":
+        return g
+    dev = device(g)
+    ints = xp.__array_namespace_info__().default_dtypes(device=dev)["integral"]
+    gid = xp.arange(dirs.num_rows, dtype=ints, device=dev) // dirs.group_size
+    return xp.where(gid[:, None] != gid[None, :], g, 0.0)
 
 
 def contract_pair(
@@ -589,31 +611,6 @@ def _ratio(xp: Namespace, num: Array, den: Array, full: bool) -> Array:
     if full:
         ok, den = ok[:, :, None, None], den[:, :, None, None]
     return xp.where(ok, num / xp.where(ok, den, 1.0), 0.0)
-
-
-def _weight_matrix(
-    xp: Namespace,
-    estimator: str,
-    dirs: Directions,
-    diffs: Differences,
-    acc: Any,
-    budget: int,
-    *,
-    paper: bool,
-) -> Array:
-    """W of the bilinear form: the Gram (masked off-group for "unbiased") or a diagonal."""
-    if estimator == "directional":
-        p = float(dirs.num_params)
-        return xp.full(diffs.weights.shape, p, dtype=acc, device=device(diffs.weights))
-    if estimator == "sketch":  # d = 1 (Gaussian form) or |u|²/P (paper form), math.md §4
-        return diffs.sq_norms / dirs.num_params if paper else xp.ones_like(diffs.weights)
-    g = _gram(xp, dirs, acc, budget)
-    if estimator == "plugin":
-        return g
-    dev = device(g)
-    ints = xp.__array_namespace_info__().default_dtypes(device=dev)["integral"]
-    gid = xp.arange(dirs.num_rows, dtype=ints, device=dev) // dirs.group_size
-    return xp.where(gid[:, None] != gid[None, :], g, 0.0)
 
 
 def _gram(xp: Namespace, dirs: Directions, acc: Any, budget: int) -> Array:

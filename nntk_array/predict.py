@@ -123,7 +123,7 @@ def gradient_flow(
     f0_test: Array | None = None,
     psd: bool = True,
 ) -> tuple[Array, Array | None]:
-    """Linearized gradient flow on L = ½|f(X) − y|² at time(s) ``t`` (math.md §6).
+    """Linearized gradient flow on L = ½‖f(X) − y‖² at time(s) ``t`` (math.md §6).
 
     With K = V diag(λ_k) Vᵀ and η the learning rate,
 

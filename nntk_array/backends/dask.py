@@ -139,10 +139,12 @@ def _sample_weights(attention: Any, scores: list[Array | None], vectors: Any) ->
     parts = [s for s in scores if s is not None]
     # "distance" depends on the perturbations only: every block computed the same scores.
     total = parts[0] if attention.score == "distance" else sum(parts[1:], parts[0])
-    return attention.normalize(xp, total, 1)
+    return attention._normalize(xp, total, 1)
 
 
-def _weight_task(f: Any, theta: Array, x: Array, options: dict[str, Any], vectors: Any) -> Array:
+def _weight_task(
+    f: Any, theta: Array, x: Array, options: dict[str, Any], vectors: Any | None
+) -> Array:
     """The M x M (or diagonal) weight matrix W, from directions regenerated from the seed."""
     from ..nonlocal_ntk import prepare, weight_matrix
 
@@ -172,7 +174,7 @@ def nntk_graph(f: Any, theta: Any, x1: Any, x2: Any, options: dict[str, Any]) ->
     """
     import secrets
 
-    from ..nonlocal_ntk import prepare
+    from ..nonlocal_ntk import DIAGONAL, prepare
 
     dask, da = _dask()
     if options["rng"] is not None:
@@ -223,7 +225,9 @@ def nntk_graph(f: Any, theta: Any, x1: Any, x2: Any, options: dict[str, Any]) ->
         tb = t_blocks[b] if b < len(t_blocks) else None
         rows.append(dask.delayed(_rows_task, nout=3)(f_d, theta_d, xb, tb, options, n_all))
     alpha = dask.delayed(_sample_weights)(att, [r[1] for r in rows], rows[0][2])
-    w = dask.delayed(_weight_task)(f_d, theta_d, blocks[0], options, rows[0][2])
+    # The Gram needs only the directions, so it runs beside the row tasks, not after them.
+    vectors = rows[0][2] if options["estimator"] in DIAGONAL else None
+    w = dask.delayed(_weight_task)(f_d, theta_d, blocks[0], options, vectors)
 
     nb1 = len(x1.chunks[0])
     second = range(nb1) if x2 is None else range(nb1, len(blocks))
