@@ -35,7 +35,7 @@ class LocalNTK(XPBenchmark):
         self.sync(nk.ntk(self.model, self.theta, self.x))
 
 
-class NNTKSize(XPBenchmark):
+class _NNTKSizes(XPBenchmark):
     """Default estimator (U-statistic) against N and M; the large sizes need NNTK_BENCH_LARGE."""
 
     param_names = (*XPBenchmark.param_names, "n", "m")
@@ -56,11 +56,22 @@ class NNTKSize(XPBenchmark):
     def run(self, m: int) -> Any:
         return nk.nntk(self.model, self.theta, self.x, sigma=0.1, samples=m, seed=0)
 
+
+class NNTKSize(_NNTKSizes):
     def time_nntk(self, *args: Any) -> None:
         self.sync(self.run(self.m))
 
     def peakmem_nntk(self, *args: Any) -> None:
         self.sync(self.run(self.m))
+
+
+class NNTKDeviceMemory(_NNTKSizes):
+    """Peak GPU memory of the NNTKSize calls (CUDA torch and CuPy; skipped elsewhere)."""
+
+    def setup(self, backend: str, dtype: str, n: int, m: int) -> None:
+        if backend not in ("torch:cuda", "cupy"):
+            raise NotImplementedError("device memory is tracked on CUDA only")
+        super().setup(backend, dtype, n, m)
 
     def track_gpu_peak_bytes(self, *args: Any) -> float:
         return self.gpu_peak_bytes(lambda: self.run(self.m))

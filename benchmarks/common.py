@@ -24,7 +24,13 @@ for _library in ("torch", "jax"):
     with contextlib.suppress(ImportError):
         __import__(_library)
 
-BACKENDS = ["numpy", "torch:cpu", "torch:cuda", "jax:cpu", "jax:gpu", "cupy"]
+ALL_BACKENDS = ["numpy", "torch:cpu", "torch:cuda", "jax:cpu", "jax:gpu", "cupy"]
+# NNTK_BENCH_BACKENDS=numpy,torch:cpu runs the suite on those backends only.
+BACKENDS = [
+    b
+    for b in os.environ.get("NNTK_BENCH_BACKENDS", ",".join(ALL_BACKENDS)).split(",")
+    if b in ALL_BACKENDS
+] or ALL_BACKENDS
 DTYPES = ["float32", "float64"]
 LARGE = os.environ.get("NNTK_BENCH_LARGE") == "1"  # the slow sizes, off by default
 
