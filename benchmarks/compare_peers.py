@@ -71,7 +71,7 @@ for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
 _, apply_fn, _ = stax.serial(*layers)
 results = {}
 for impl in ("JACOBIAN_CONTRACTION", "NTK_VECTOR_PRODUCTS", "STRUCTURED_DERIVATIVES"):
-    fn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,),
+    fn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), vmap_axes=0,
                  implementation=getattr(nt.NtkImplementation, impl)))
     k = fn(x, None, params).block_until_ready()
     times = []

@@ -4,12 +4,27 @@
 ``numpy, array_api_strict, torch, jax, cupy``. ``NNTK_DEVICE=cuda`` runs torch and JAX on the
 GPU. array-api-strict runs on its fake ``Device("device1")`` so that any array created on the
 default device instead of the input's fails. Missing libraries and CuPy without a GPU skip.
+
+Tests that do not take the ``backend`` fixture but use one library directly (the examples in
+``tests/embedding``) say so with ``pytest.mark.backend("jax")``, and tests that parametrize
+``backend`` themselves are treated alike: they are counted under that library and deselected
+when ``NNTK_BACKENDS`` leaves it out.
+
+With ``NNTK_TALLY_FILE=path.json`` the run also writes its per-backend tally as JSON (library,
+version, device, dtype, passed/failed/skipped); ``backends/run`` sets it and
+``backends/support_matrix.py`` turns the files into the documentation's support matrix.
 """
 
 from __future__ import annotations
 
 import collections
+import datetime
+import importlib.metadata
+import json
 import os
+import platform
+import sys
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -29,6 +44,12 @@ if _unknown:
 
 def _configure(name: str) -> tuple[object, object]:
     """Import and configure one backend; return (namespace, device)."""
+    xp, dev = _configure_backend(name)
+    _DEVICE_OF[name] = _device_label(name, dev)
+    return xp, dev
+
+
+def _configure_backend(name: str) -> tuple[object, object]:
     if name == "numpy":
         return array_namespace(np.empty(0)), None
     if name == "array_api_strict":
@@ -94,30 +115,136 @@ def make(xp: object, dtype: object, device: object) -> Callable[..., object]:
     return make
 
 
-# Per-backend tally printed at the end of the run (the support matrix comes from this).
-_TALLY: collections.Counter[tuple[str, str]] = collections.Counter()
-_BACKEND_OF: dict[str, str] = {}
+# Per-backend tally printed at the end of the run and, with NNTK_TALLY_FILE set, written as
+# JSON (backends/support_matrix.py turns it into the documentation's support matrix).
+_TALLY: collections.Counter[tuple[str, str, str]] = collections.Counter()  # backend, dtype, outcome
+_CASE_OF: dict[str, tuple[str, str]] = {}  # nodeid -> (backend, dtype)
+_DEVICE_OF: dict[str, str] = {}  # backend -> device label, once the backend was configured
+_START = time.time()
+OUTCOMES = ("passed", "failed", "skipped")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "backend(name): the test uses this library directly (one of NNTK_BACKENDS' names); it "
+        "is counted under it and deselected when NNTK_BACKENDS leaves it out",
+    )
+
+
+def _backend_of(item: pytest.Item) -> str:
+    marker = item.get_closest_marker("backend")
+    if marker is not None:
+        return str(marker.args[0])
+    callspec = getattr(item, "callspec", None)
+    return str(callspec.params.get("backend", "none")) if callspec else "none"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    keep, drop = [], []
     for item in items:
+        backend = _backend_of(item)
+        if backend not in ("none", *ALL_BACKENDS):
+            raise pytest.UsageError(f"{item.nodeid}: unknown backend {backend!r}")
+        (keep if backend == "none" or backend in BACKENDS else drop).append(item)
         callspec = getattr(item, "callspec", None)
-        _BACKEND_OF[item.nodeid] = callspec.params.get("backend", "none") if callspec else "none"
+        dtype = callspec.params.get("dtype", "none") if callspec else "none"
+        _CASE_OF[item.nodeid] = (backend, str(dtype))
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _START
+    _START = time.time()
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        _TALLY[(_BACKEND_OF.get(report.nodeid, "none"), report.outcome)] += 1
+        backend, dtype = _CASE_OF.get(report.nodeid, ("none", "none"))
+        _TALLY[(backend, dtype, report.outcome)] += 1
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not _TALLY:
         return
     terminalreporter.section("tests per backend")
-    names = sorted({b for b, _ in _TALLY}, key=lambda b: (b == "none", b))
+    per_backend: collections.Counter[tuple[str, str]] = collections.Counter()
+    for (b, _, o), n in _TALLY.items():
+        per_backend[(b, o)] += n
+    names = sorted({b for b, _ in per_backend}, key=lambda b: (b == "none", b))
     for b in names:
-        counts = ", ".join(
-            f"{_TALLY[(b, o)]} {o}" for o in ("passed", "failed", "skipped") if _TALLY[(b, o)]
-        )
+        counts = ", ".join(f"{per_backend[(b, o)]} {o}" for o in OUTCOMES if per_backend[(b, o)])
         label = "backend-independent" if b == "none" else b
         terminalreporter.write_line(f"{label:>20}: {counts}")
+    path = os.environ.get("NNTK_TALLY_FILE")
+    if path:
+        terminalreporter.write_line(f"tally written to {path}")
+
+
+def _library(backend: str) -> tuple[str, str]:
+    """(distribution name, version) of a backend's library, without importing it."""
+    module = backend  # the backends' names are their modules' names
+    dists = importlib.metadata.packages_distributions().get(module) or [module]
+    try:
+        meta = importlib.metadata.distribution(dists[0]).metadata
+    except importlib.metadata.PackageNotFoundError:
+        return module, "not installed"
+    loaded = sys.modules.get(module)
+    return meta["Name"], str(getattr(loaded, "__version__", meta["Version"]))
+
+
+def _device_label(name: str, dev: object) -> str:
+    if name == "array_api_strict":
+        return repr(dev).removeprefix("array_api_strict.")
+    if name == "cupy":
+        import cupy
+
+        return f"cuda:{cupy.cuda.Device().id}"
+    return "cpu" if dev is None else str(dev)
+
+
+def tally_rows() -> list[dict[str, object]]:
+    """The tally so far: one row per (backend, dtype), backends in ALL_BACKENDS order."""
+    order = {b: i for i, b in enumerate((*ALL_BACKENDS, "none"))}
+    cases = sorted({(b, d) for b, d, _ in _TALLY}, key=lambda c: (order[c[0]], c[1]))
+    rows = []
+    for backend, dtype in cases:
+        library, version = ("-", "-") if backend == "none" else _library(backend)
+        row: dict[str, object] = {
+            "backend": backend,
+            "library": library,
+            "version": version,
+            "device": "-" if backend == "none" else _DEVICE_OF.get(backend, "n/a"),
+            "dtype": dtype,
+        }
+        row.update({o: _TALLY[(backend, dtype, o)] for o in OUTCOMES})
+        rows.append(row)
+    return rows
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    path = os.environ.get("NNTK_TALLY_FILE")
+    if not path:
+        return
+    from nntk_array import __version__
+
+    tally = {
+        "schema": 1,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": round(time.time() - _START, 1),
+        "exit_status": int(exitstatus),
+        "backends_selected": list(BACKENDS),
+        "device_requested": "cuda" if GPU else "cpu",
+        "nntk_array": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "machine": platform.machine(),
+        "rows": tally_rows(),
+    }
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump(tally, out, indent=2)
+        out.write("\n")
