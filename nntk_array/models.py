@@ -437,5 +437,9 @@ class MLP:
                 break
             w, _ = self._params(xp, theta, layer)
             wt = layer.w_coef * xp.permute_dims(w, (1, 0))  # (fan_out, fan_in)
-            delta = wt[None, ...] if delta is None else xp.matmul(delta, wt)
+            if delta is None:
+                delta = wt[None, ...]
+            else:  # one (N·O, fan_out) @ (fan_out, fan_in) GEMM, not N small batched ones
+                n, o, k = delta.shape
+                delta = xp.reshape(xp.matmul(xp.reshape(delta, (n * o, k)), wt), (n, o, -1))
         return terms[::-1]
