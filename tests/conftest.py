@@ -119,6 +119,7 @@ def make(xp: object, dtype: object, device: object) -> Callable[..., object]:
 # JSON (backends/support_matrix.py turns it into the documentation's support matrix).
 _TALLY: collections.Counter[tuple[str, str, str]] = collections.Counter()  # backend, dtype, outcome
 _CASE_OF: dict[str, tuple[str, str]] = {}  # nodeid -> (backend, dtype)
+_SKIPS: collections.Counter[tuple[str, str, str]] = collections.Counter()  # backend, dtype, why
 _DEVICE_OF: dict[str, str] = {}  # backend -> device label, once the backend was configured
 _START = time.time()
 OUTCOMES = ("passed", "failed", "skipped")
@@ -149,7 +150,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         (keep if backend == "none" or backend in BACKENDS else drop).append(item)
         callspec = getattr(item, "callspec", None)
         dtype = callspec.params.get("dtype", "none") if callspec else "none"
-        _CASE_OF[item.nodeid] = (backend, str(dtype))
+        _CASE_OF[item.nodeid] = (backend, _dtype_label(dtype))
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
@@ -164,6 +165,15 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         backend, dtype = _CASE_OF.get(report.nodeid, ("none", "none"))
         _TALLY[(backend, dtype, report.outcome)] += 1
+        if report.skipped and isinstance(report.longrepr, tuple):
+            reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+            _SKIPS[(backend, dtype, reason)] += 1
+
+
+def _dtype_label(dtype: object) -> str:
+    """'float32' for "float32", np.float32, torch.float32, jnp.float32 alike."""
+    name = dtype if isinstance(dtype, str) else getattr(dtype, "__name__", None) or str(dtype)
+    return str(name).rsplit(".", 1)[-1]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -220,6 +230,9 @@ def tally_rows() -> list[dict[str, object]]:
             "dtype": dtype,
         }
         row.update({o: _TALLY[(backend, dtype, o)] for o in OUTCOMES})
+        row["skip_reasons"] = {
+            why: n for (b, d, why), n in sorted(_SKIPS.items()) if (b, d) == (backend, dtype)
+        }
         rows.append(row)
     return rows
 
