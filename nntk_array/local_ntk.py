@@ -20,6 +20,11 @@ __all__ = ["ntk"]
 OUTPUTS = ("mean", "full")
 _BLOCK_BUDGET_BYTES = 256 * 2**20
 _MAX_BLOCK = 4096
+# Symmetric kernels (x2=None) are split into up to 4 row blocks of at least 256 rows: the
+# mirrored lower blocks save contraction flops while the block products stay large enough
+# to run at full matmul speed.
+_SYMMETRIC_BLOCKS = 4
+_MIN_SYMMETRIC_BLOCK = 256
 
 Model = Callable[[Array, Array], Array]
 
@@ -131,6 +136,9 @@ def ntk(
                 _BLOCK_BUDGET_BYTES // (per_input * itemsize),
             ),
         )
+        if x2 is None:  # only the upper block triangle is computed: 10/16 of it at 4 blocks
+            quarter = -(-x1.shape[0] // _SYMMETRIC_BLOCKS)
+            batch_size = min(batch_size, max(_MIN_SYMMETRIC_BLOCK, quarter))
     contract = partial(_contract, xp, n_out=n_out, full=full)
     n_total = x1.shape[0] + (0 if x2 is None else x2.shape[0])
     cache = n_total * per_input * itemsize <= _BLOCK_BUDGET_BYTES
