@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from array_api_compat import device
+from array_api_compat import array_namespace, device
 
 from ._typing import Array, Namespace
 from ._validate import check_choice, check_finite, check_ndim, check_positive_int
@@ -100,6 +100,34 @@ def ntk(
     check_choice("outputs", outputs, OUTPUTS)
     if batch_size is not None:
         batch_size = check_positive_int("batch_size", batch_size)
+    features, n_out, per_input = _model_terms(f, xp, theta, x1, x2)
+    check_finite(xp, theta=theta, x1=x1, x2=x2)
+
+    full = outputs == "full"
+    itemsize = 4 if x1.dtype == xp.float32 else 8
+    if batch_size is None:
+        pair = (n_out * n_out if full else 1) * 4 * itemsize
+        batch_size = max(
+            1,
+            min(
+                _MAX_BLOCK,
+                math.isqrt(_BLOCK_BUDGET_BYTES // pair),
+                _BLOCK_BUDGET_BYTES // (per_input * itemsize),
+            ),
+        )
+        if x2 is None:  # only the upper block triangle is computed: 10/16 of it at 4 blocks
+            quarter = -(-x1.shape[0] // _SYMMETRIC_BLOCKS)
+            batch_size = min(batch_size, max(_MIN_SYMMETRIC_BLOCK, quarter))
+    contract = partial(_contract, xp, n_out=n_out, full=full)
+    n_total = x1.shape[0] + (0 if x2 is None else x2.shape[0])
+    cache = n_total * per_input * itemsize <= _BLOCK_BUDGET_BYTES
+    return _blockwise(xp, features, contract, x1, x2, batch_size, cache=cache)
+
+
+def _model_terms(
+    f: MLP | Model, xp: Namespace, theta: Array, x1: Array, x2: Array | None
+) -> tuple[Callable[[Array], list[NTKTerm]], int, int]:
+    """Validate the model and inputs; (features of a block of inputs, O, numbers per input)."""
     if isinstance(f, MLP):
         f.check_theta(theta, batched=False)
         f.check_x("x1", x1)
@@ -122,27 +150,25 @@ def ntk(
         per_input = n_out * theta.shape[0]
     else:
         raise TypeError(f"`f` must be an nk.MLP or a callable f(theta, x); got {type(f).__name__}")
-    check_finite(xp, theta=theta, x1=x1, x2=x2)
+    return features, n_out, per_input
 
-    full = outputs == "full"
-    itemsize = 4 if x1.dtype == xp.float32 else 8
-    if batch_size is None:
-        pair = (n_out * n_out if full else 1) * 4 * itemsize
-        batch_size = max(
-            1,
-            min(
-                _MAX_BLOCK,
-                math.isqrt(_BLOCK_BUDGET_BYTES // pair),
-                _BLOCK_BUDGET_BYTES // (per_input * itemsize),
-            ),
-        )
-        if x2 is None:  # only the upper block triangle is computed: 10/16 of it at 4 blocks
-            quarter = -(-x1.shape[0] // _SYMMETRIC_BLOCKS)
-            batch_size = min(batch_size, max(_MIN_SYMMETRIC_BLOCK, quarter))
-    contract = partial(_contract, xp, n_out=n_out, full=full)
-    n_total = x1.shape[0] + (0 if x2 is None else x2.shape[0])
-    cache = n_total * per_input * itemsize <= _BLOCK_BUDGET_BYTES
-    return _blockwise(xp, features, contract, x1, x2, batch_size, cache=cache)
+
+def block_terms(f: MLP | Model, theta: Array, x: Array) -> list[NTKTerm]:
+    """The per-layer NTK factors of one block of inputs (a task of the Dask graph)."""
+    xp, (theta, x) = resolve(theta=theta, x=x)
+    return _model_terms(f, xp, theta, x, None)[0](x)
+
+
+def num_outputs(f: MLP | Model, theta: Array, x: Array) -> int:
+    """The number O of model outputs for inputs like ``x``."""
+    xp, (theta, x) = resolve(theta=theta, x=x)
+    return _model_terms(f, xp, theta, x, None)[1]
+
+
+def contract_blocks(ti: list[NTKTerm], tj: list[NTKTerm], *, n_out: int, full: bool) -> Array:
+    """One kernel block from two blocks' factors (a task of the Dask graph)."""
+    first = ti[0].a if ti[0].a is not None else ti[0].delta
+    return _contract(array_namespace(first), ti, tj, n_out=n_out, full=full)
 
 
 def _mlp_features_per_input(model: MLP) -> int:

@@ -87,23 +87,28 @@ def _mirror(k: Array) -> Array:
 def ntk_graph(
     ntk: Callable[..., Array], f: Any, theta: Any, x1: Any, x2: Any, options: dict[str, Any]
 ) -> Any:
-    """Lazy local NTK of Dask inputs: one task per pair of input blocks (upper triangle
-    only when ``x2`` is None), each an in-memory :func:`nntk_array.ntk` call."""
+    """Lazy local NTK of Dask inputs: one task per row block forms that block's per-layer
+    factors (for the MLP, a few numbers per unit and input), one task per pair of blocks
+    (the upper triangle when ``x2`` is None) contracts two blocks' factors."""
+    from ..local_ntk import block_terms, contract_blocks, num_outputs
+
     dask, _ = _dask()
     theta = _concrete(theta)
     x1 = _as_rows(x1, "x1")
     x2 = None if x2 is None else _as_rows(x2, "x2")
-    probe = ntk(f, theta, _proxy(x1), None if x2 is None else _proxy(x2), **options)
+    # Validate everything on a few rows (and learn the output shape and dtype) first.
+    p1 = _proxy(x1)
+    probe = ntk(f, theta, p1, None if x2 is None else _proxy(x2), **options)
+    full, n_out = options["outputs"] == "full", num_outputs(f, theta, p1)
     f_d, theta_d = dask.delayed(f), dask.delayed(theta)
-    b1 = _blocks(x1)
-    b2 = b1 if x2 is None else _blocks(x2)
+    t1 = [dask.delayed(block_terms)(f_d, theta_d, xb) for xb in _blocks(x1)]
+    t2 = t1 if x2 is None else [dask.delayed(block_terms)(f_d, theta_d, xb) for xb in _blocks(x2)]
     tasks = {}
-    for i, xi in enumerate(b1):
-        for j, xj in enumerate(b2):
+    for i, ti in enumerate(t1):
+        for j, tj in enumerate(t2):
             if x2 is None and j < i:
                 continue
-            other = None if (x2 is None and i == j) else xj
-            tasks[(i, j)] = dask.delayed(ntk)(f_d, theta_d, xi, other, **options)
+            tasks[(i, j)] = dask.delayed(contract_blocks)(ti, tj, n_out=n_out, full=full)
     rows2 = x1.chunks[0] if x2 is None else x2.chunks[0]
     transpose = _mirror if x2 is None else None
     return _assemble(tasks, x1.chunks[0], rows2, tuple(probe.shape[2:]), probe[:0, :0], transpose)

@@ -75,7 +75,7 @@ X2 = np.random.default_rng(2).normal(size=(13, 2))
 @pytest.mark.parametrize("outputs", ["mean", "full"])
 @pytest.mark.parametrize("two_sets", [False, True], ids=["x2=None", "x2"])
 def test_ntk_equals_in_memory(client: Any, dtype: type, outputs: str, two_sets: bool) -> None:
-    model = nk.MLP(2, (32,), 1, activation="relu")
+    model = nk.MLP(2, (32,), 3, activation="relu")  # O = 3: the mean over outputs too
     theta = model.init(0, xp=np, dtype=dtype)
     x1, x2 = X1.astype(dtype), X2.astype(dtype) if two_sets else None
     want = nk.ntk(model, theta, x1, x2, outputs=outputs)
