@@ -13,7 +13,10 @@ single output. All methods get the same parameters and inputs and must return th
   script, in the same run; create it with::
 
       python3 -m venv /tmp/ntenv
-      /tmp/ntenv/bin/pip install "neural-tangents==0.6.5" "jax==0.4.30" "jaxlib==0.4.30"
+      /tmp/ntenv/bin/pip install "neural-tangents==0.6.5" "jax==0.4.23" "jaxlib==0.4.23" \
+          "numpy<2" "scipy<1.13"
+      /tmp/ntenv/bin/pip uninstall -y tensorflow   # the CPU build is enough
+      /tmp/ntenv/bin/pip install --no-deps "tensorflow-cpu==2.15.1" "ml_dtypes==0.2.0"
 
 * the ``torch.func`` Jacobian contraction of the PyTorch NTK tutorial (from
   ``compare_ntk.py``).
