@@ -256,6 +256,7 @@ class Run:
     xp: Namespace
     theta: Array
     n1: int
+    n_out: int
     targets: Array | None
     evaluate: Callable[[Array], Array]
     attention: Attention | None
@@ -407,6 +408,7 @@ def prepare(
         xp=xp,
         theta=theta,
         n1=n1,
+        n_out=n_out,
         targets=targets,
         evaluate=evaluate,
         attention=attention,

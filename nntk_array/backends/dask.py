@@ -246,9 +246,8 @@ def nntk_graph(f: Any, theta: Any, x1: Any, x2: Any, options: dict[str, Any]) ->
                 c, rows[i][0], rows[j][0], alpha, w
             )
     rows2 = x1.chunks[0] if x2 is None else x2.chunks[0]
-    tail = (run.evaluate(theta[None, :]).shape[2],) * 2 if c.full else ()
-    meta = theta[:0]
-    meta = run.xp.reshape(meta, (0,) * (2 + len(tail)))
+    tail = (run.n_out, run.n_out) if c.full else ()
+    meta = run.xp.reshape(theta[:0], (0,) * (2 + len(tail)))
     transpose = _mirror if x2 is None else None
     if not c.stderr:
         return _assemble(tasks, x1.chunks[0], rows2, tail, meta, transpose)
