@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
@@ -50,9 +51,8 @@ class DaskScaling:
         self.fn = nk.nntk if kernel == "nntk" else nk.ntk
         self.client = self.cluster = None
         if workers != "in-memory":
-            saved = {v: os.environ.get(v) for v in THREAD_VARS}
-            os.environ.update(dict.fromkeys(THREAD_VARS, "1"))  # inherited by the workers
-            try:
+            # one BLAS thread per worker, inherited from the environment they start in
+            with mock.patch.dict(os.environ, dict.fromkeys(THREAD_VARS, "1")):
                 self.cluster = distributed.LocalCluster(
                     n_workers=workers,
                     threads_per_worker=1,
@@ -60,12 +60,6 @@ class DaskScaling:
                     host="127.0.0.1",
                     dashboard_address=":0",
                 )
-            finally:
-                for v, old in saved.items():
-                    if old is None:
-                        os.environ.pop(v, None)
-                    else:
-                        os.environ[v] = old
             self.client = distributed.Client(self.cluster)
             self.x = da.from_array(self.x, chunks=spec["chunk"])
         self.time_kernel(workers, kernel)  # warm-up: imports on the workers, first calls
