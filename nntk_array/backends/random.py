@@ -53,7 +53,8 @@ class Generator:
     seed : int, native generator or None
         An ``int`` >= 0 seeds the library's own generator; ``None`` draws fresh entropy.
         A native generator is used as is: ``numpy.random.Generator`` (NumPy and
-        array-api-strict), ``torch.Generator`` (torch; must be on ``device``), a JAX key
+        array-api-strict), ``torch.Generator`` (torch; must be on ``device``, index
+        included), a JAX key
         (``jax.random.key`` or ``PRNGKey``), ``cupy.random.Generator`` (CuPy).
     xp : namespace
         The array namespace of the arrays to produce.
@@ -65,7 +66,7 @@ class Generator:
     TypeError
         ``seed`` is neither an int nor a generator of ``xp``'s library.
     ValueError
-        ``seed`` is a negative int.
+        ``seed`` is a negative int; a ``torch.Generator`` on another device than ``device``.
     """
 
     def __init__(self, seed: SeedLike, *, xp: Namespace, device: Device = None) -> None:
@@ -152,10 +153,13 @@ class Generator:
         if value is not None:
             return torch.Generator(device=dev).manual_seed(value)
         if isinstance(seed, torch.Generator):
-            if seed.device.type != dev.type:
+            # The full device, index included: torch draws on the generator's device, so a
+            # generator on cuda:1 for arrays on cuda:0 would fail later, far from the cause.
+            if not _same_device(seed.device, dev):
                 raise ValueError(
-                    f"`seed` is a torch.Generator on {seed.device} but arrays go to {dev}; "
-                    "create the generator on the same device"
+                    f"`rng` (or `seed`) is a torch.Generator on {_full_device(seed.device)} but "
+                    f"the arrays are on {_full_device(dev)}; create the generator on the arrays' "
+                    "device: torch.Generator(device=...)"
                 )
             return seed
         raise Generator._bad(seed, "torch", "torch.Generator")
@@ -208,6 +212,33 @@ class Generator:
             return rng.random(shape, dtype=dtype)
         host = rng.standard_normal(shape) if dist == "normal" else rng.random(shape)
         return xp.asarray(host, dtype=dtype, device=dev)
+
+
+def _full_device(dev: Device) -> object:
+    """A ``torch.device`` with its index resolved: ``"cuda"`` means the current CUDA device.
+
+    A device without an index is the library's current one of its type (torch allocates there),
+    so ``"cuda"`` and ``"cuda:0"`` are one device while device 0 is current. The CPU is one
+    device whatever its index (``"cpu"``, ``"cpu:0"``).
+    """
+    import torch
+
+    dev = torch.device(dev)
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if dev.index is not None:
+        return dev
+    module = getattr(torch, dev.type, None)
+    is_available = getattr(module, "is_available", None)
+    current = getattr(module, "current_device", None)
+    # Without the accelerator no array can be there either; index 0 is its only candidate.
+    index = int(current()) if callable(is_available) and is_available() and callable(current) else 0
+    return torch.device(dev.type, index)
+
+
+def _same_device(a: Device, b: Device) -> bool:
+    """Whether two torch devices (objects or strings) are the same device, index included."""
+    return bool(_full_device(a) == _full_device(b))
 
 
 def draw_parallel(

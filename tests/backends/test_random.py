@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 
 from nntk_array.backends.random import Generator
@@ -61,3 +62,59 @@ class TestGenerator:
         a = to_numpy(Generator(None, xp=xp, device=device).normal((8,), dtype=dtype))
         b = to_numpy(Generator(None, xp=xp, device=device).normal((8,), dtype=dtype))
         assert not np.array_equal(a, b)
+
+
+@pytest.mark.backend("torch")
+class TestTorchDevices:
+    """A torch.Generator must be on the arrays' device, index included (cuda:0 is not cuda:1)."""
+
+    def test_same_device(self, monkeypatch):
+        torch = pytest.importorskip("torch")
+        from nntk_array.backends.random import _same_device
+
+        dev = torch.device
+        assert _same_device(dev("cpu"), dev("cpu")) and _same_device("cpu", dev("cpu", 0))
+        assert not _same_device(dev("cuda", 0), dev("cuda", 1))
+        assert not _same_device(dev("cuda", 0), dev("cpu"))
+        assert not _same_device("meta", "cpu")
+        # "cuda" without an index is the current CUDA device: fake one where there is none.
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        for current in (0, 1):
+            monkeypatch.setattr(torch.cuda, "current_device", lambda current=current: current)
+            assert _same_device("cuda", dev("cuda", current))
+            assert not _same_device(dev("cuda"), dev("cuda", 1 - current))
+
+    def test_generator_on_another_index_is_refused(self):
+        # Regression: only the device types were compared, so a generator on cuda:1 passed for
+        # arrays on cuda:0 and failed deep inside the first draw. A subclass reports cuda:1
+        # without a GPU; the check fails before anything is drawn.
+        torch = pytest.importorskip("torch")
+
+        class OnCuda1(torch.Generator):
+            @property
+            def device(self) -> object:
+                return torch.device("cuda", 1)
+
+        with pytest.raises(ValueError, match=r"`rng`.*cuda:1.*cuda:0"):
+            Generator(OnCuda1(), xp=array_namespace(torch.empty(0)), device="cuda:0")
+        with pytest.raises(ValueError, match=r"`rng`.*cuda:1.*cpu"):
+            Generator(OnCuda1(), xp=array_namespace(torch.empty(0)), device=None)
+
+    def test_generator_on_the_right_device_is_used(self):
+        torch = pytest.importorskip("torch")
+        native = torch.Generator(device="cpu").manual_seed(5)
+        gen = Generator(native, xp=array_namespace(torch.empty(0)), device=torch.device("cpu", 0))
+        assert gen.normal((2,), dtype=torch.float64).shape == (2,)
+
+    def test_two_gpus(self):
+        torch = pytest.importorskip("torch")
+        if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
+            pytest.skip("needs two CUDA devices")
+        xp = array_namespace(torch.empty(0))
+        with pytest.raises(ValueError, match=r"`rng`.*cuda:1.*cuda:0"):
+            Generator(torch.Generator(device="cuda:1"), xp=xp, device="cuda:0")
+        with torch.cuda.device(1):  # "cuda" is the current device, cuda:1
+            out = Generator(torch.Generator(device="cuda:1"), xp=xp, device="cuda").normal(
+                (3,), dtype=torch.float32
+            )
+        assert out.device == torch.device("cuda", 1)
