@@ -1,4 +1,7 @@
-"""Predictions from a kernel: kernel (ridge) regression and linearized gradient flow (math.md §6).
+"""Predictions from a kernel: kernel (ridge) regression and linearized gradient flow.
+
+The formulas are derived on the Mathematics page of the documentation (docs: Mathematics,
+"Prediction").
 
 Both take the train kernel K (N x N), the train targets y and optionally the test-train kernel
 K* (N* x N), and return train and test predictions. Ridges are relative to the kernel's scale
@@ -16,6 +19,8 @@ from array_api_compat import device
 from ._typing import Array, Namespace
 from ._validate import check_choice, check_finite, check_ndim
 from ._xp import resolve
+from .backends.linalg import solve_triangular
+from .backends.tracing import is_concrete
 
 __all__ = ["gradient_flow", "kernel_regression"]
 
@@ -33,6 +38,9 @@ def kernel_regression(
     rcond: float | None = None,
 ) -> tuple[Array, Array | None]:
     """Kernel ridge(less) regression: f(X) = K (K + λI)⁻¹ y and f(X*) = K* (K + λI)⁻¹ y.
+
+    See the Mathematics page of the documentation (docs: Mathematics, "Kernel ridge
+    regression").
 
     Parameters
     ----------
@@ -96,8 +104,9 @@ def kernel_regression(
             raise ValueError(not_pd) from err
         if not _all_finite(xp, chol):
             raise ValueError(not_pd)
-        lower = xp.linalg.solve(chol, y_train)
-        alpha = xp.linalg.solve(xp.permute_dims(chol, (1, 0)), lower)
+        # K + λI = L Lᵀ: two substitutions, O(N²) each, instead of two LU solves
+        half = solve_triangular(xp, chol, y_train, lower=True)
+        alpha = solve_triangular(xp, xp.permute_dims(chol, (1, 0)), half, lower=False)
     else:
         vals, vecs = _eigh(xp, k_train, psd)
         cut = (n * _eps(xp, k_train) if rcond is None else rcond) * xp.max(xp.abs(vals))
@@ -123,7 +132,7 @@ def gradient_flow(
     f0_test: Array | None = None,
     psd: bool = True,
 ) -> tuple[Array, Array | None]:
-    """Linearized gradient flow on L = ½‖f(X) − y‖² at time(s) ``t`` (math.md §6).
+    """Linearized gradient flow on L = ½‖f(X) − y‖² at time(s) ``t``.
 
     With K = V diag(λ_k) Vᵀ and η the learning rate,
 
@@ -132,7 +141,7 @@ def gradient_flow(
 
     from one eigendecomposition for all times; (1 − e^{−ηλt})/λ is evaluated with ``expm1``
     and tends to ηt as λ → 0, so zero eigenvalues are stable. As t → ∞ the test prediction
-    tends to the ridgeless kernel regression.
+    tends to the ridgeless kernel regression (docs: Mathematics, "Linearized gradient flow").
 
     Parameters
     ----------
@@ -180,7 +189,7 @@ def gradient_flow(
         _, (times, _) = resolve(t=t, k_train=k_train)
         check_ndim("t", times, (1,), "(T,)")
         check_finite(xp, t=times)
-        if not bool(xp.all(times >= 0)):
+        if not _all_true(xp, times >= 0):
             raise ValueError("`t` must be >= 0")
     f0 = _initial(xp, f0_train, y_train, "f0_train")
     vals, vecs = _eigh(xp, k_train, psd)
@@ -265,9 +274,12 @@ def _eps(xp: Namespace, k: Array) -> float:
 
 
 def _all_finite(xp: Namespace, a: Array) -> bool:
-    from .backends.tracing import is_concrete
+    return _all_true(xp, xp.isfinite(a))
 
-    ok = xp.all(xp.isfinite(a))
+
+def _all_true(xp: Namespace, condition: Array) -> bool:
+    """``all(condition)``, or True when it cannot be read now (a JAX trace: no value yet)."""
+    ok = xp.all(condition)
     return not is_concrete(ok) or bool(ok)
 
 
