@@ -10,15 +10,21 @@ from ._version import __version__
 from .attention import Attention, attention_weights, effective_sample_size
 from .local_ntk import ntk
 from .metrics import band_error, kernel_alignment
-from .models import MLP
+from .models import MLP, Model
 from .monte_carlo import monte_carlo_kernel
 from .nonlocal_grad import nonlocal_grad
 from .nonlocal_ntk import nntk
+from .options import Estimate, Estimator, Resources, Smoothing
 from .predict import gradient_flow, kernel_regression
 
 __all__ = [
     "MLP",
     "Attention",
+    "Estimate",
+    "Estimator",
+    "Model",
+    "Resources",
+    "Smoothing",
     "__version__",
     "analytic",
     "attention_weights",

@@ -39,8 +39,14 @@ def check_finite(xp: Namespace, **arrays: Array | None) -> None:
 
 
 def check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` as ``int`` if it is a positive integer (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    """Return ``value`` as ``int`` if it is a positive integer (NumPy integers included).
+
+    Like :func:`check_positive_float`: ``TypeError`` for a value of the wrong type (a bool,
+    a float, a string), ``ValueError`` for an integer < 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be a positive integer; got {type(value).__name__}")
+    if value < 1:
         raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
     return int(value)
 

@@ -7,11 +7,11 @@ common dtype and returns the namespace.
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace, device, is_array_api_obj
+from array_api_compat import array_namespace, device, is_array_api_obj, is_dask_array
 
 from ._typing import Array, Device, DType, Namespace
 
-__all__ = ["as_namespace", "default_float_dtype", "resolve"]
+__all__ = ["as_namespace", "default_float_dtype", "is_dask", "resolve"]
 
 
 def _library(x: Array) -> str:
@@ -90,3 +90,9 @@ def as_namespace(xp: Namespace) -> Namespace:
 def default_float_dtype(xp: Namespace, dev: Device = None) -> DType:
     """The library's default real floating dtype on ``dev`` (float32 for torch and JAX)."""
     return xp.__array_namespace_info__().default_dtypes(device=dev)["real floating"]
+
+
+def is_dask(*arrays: object) -> bool:
+    """Whether any argument is a Dask array (``None`` and non-arrays are not): the entry
+    points hand such calls to :mod:`nntk_array.distributed`."""
+    return any(a is not None and is_dask_array(a) for a in arrays)

@@ -1,9 +1,9 @@
-"""Attention weights over parameter perturbations (math.md §5).
+"""Attention weights over parameter perturbations (docs: Mathematics, 'Attention').
 
 The attention-weighted nonlocal gradient replaces the uniform Monte Carlo weights 1/M by
-α_im = softmax_m(s_im / τ). **The paper's exact score is not known** (its full text could not
-be retrieved): the scores below are this library's reconstruction, chosen so that τ → ∞
-gives back the fixed-kernel estimator exactly.
+α_im = softmax_m(s_im / τ). The paper does not publish its score in a form we could use: the
+scores here are this library's own construction, chosen so that τ → ∞ gives back the
+fixed-kernel estimator exactly.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from array_api_compat import device
-
+from ._mc.attention import softmax
 from ._typing import Array, Namespace
 from ._validate import check_finite
 from ._xp import resolve
@@ -23,8 +22,6 @@ from .backends.tracing import is_concrete
 __all__ = ["SCORES", "Attention", "attention_weights", "effective_sample_size"]
 
 SCORES = ("distance", "output", "loss")
-_BISECTION_STEPS = 60
-_LOG_BETA_RANGE = (-30.0, 12.0)  # inverse temperature exp(t) / spread(scores)
 
 ScoreFn = Callable[[Array, Array], Array]
 
@@ -83,7 +80,7 @@ def attention_weights(
     check_finite(xp, scores=scores)
     if mask is not None and not (hasattr(mask, "dtype") and mask.dtype == xp.bool):
         raise TypeError(f"`mask` must be a boolean array of {xp.__name__}")
-    return _weights(xp, scores, _temperature(xp, temperature, scores), axis, mask, log)
+    return softmax(xp, scores, _temperature(xp, temperature, scores), axis, mask, log)
 
 
 def _temperature(xp: Namespace, temperature: object, scores: Array) -> float | Array:
@@ -104,27 +101,6 @@ def _temperature(xp: Namespace, temperature: object, scores: Array) -> float | A
     if is_concrete(temp) and not bool(xp.all(temp > 0)):
         raise ValueError("`temperature` must be > 0 everywhere")
     return xp.astype(temp, scores.dtype, copy=False)
-
-
-def _weights(
-    xp: Namespace,
-    scores: Array,
-    temperature: float | Array,
-    axis: int,
-    mask: Array | None,
-    log: bool,
-) -> Array:
-    """Softmax without validation; ``temperature`` a float or an array of scores' dtype."""
-    z = scores / temperature  # finite / inf = 0: τ = ∞ is the uniform limit exactly
-    if mask is not None:
-        z = xp.where(mask, z, -math.inf)
-    top = xp.max(z, axis=axis, keepdims=True)
-    valid = xp.isfinite(top)  # False only for fully masked rows
-    top = xp.where(valid, top, 0.0)
-    shifted = z - top
-    total = xp.sum(xp.exp(shifted), axis=axis, keepdims=True)
-    logw = xp.where(valid, shifted - xp.log(xp.where(valid, total, 1.0)), -math.inf)
-    return logw if log else xp.exp(logw)
 
 
 def effective_sample_size(weights: Array, *, axis: int = -1) -> Array:
@@ -163,21 +139,30 @@ def effective_sample_size(weights: Array, *, axis: int = -1) -> Array:
 class Attention:
     """Attention weighting of the nonlocal gradient: α_im = softmax_m(s_im / τ).
 
-    The scores are this library's reconstruction (the paper's are not published in a form
-    we could read); each is computed from the perturbed evaluations already made, with no
-    extra model calls. With h_m the perturbations, D the differences f(θ+h_m, x) − f(θ, x):
+    The scores are this library's own construction (the paper does not publish its score
+    in a form we could use); each is computed from perturbed evaluations, with no extra
+    model calls beyond the reference inputs'. With h_m the perturbations and D the
+    differences f(θ+h_m, x) − f(θ, x):
 
     ``"distance"``
         s_m = −‖h_m‖²/(2σ²): favours small perturbations, a narrower fixed kernel in disguise.
     ``"output"`` (output geometry)
-        s_m = −mean_{i,o} D[i, o, m]² over all inputs: perturbations that move the outputs
-        less get more weight.
+        s_m = −mean_{i,o} D[i, o, m]² over the **reference inputs**: perturbations that move
+        the outputs less get more weight.
     ``"loss"`` (loss-aware, Boltzmann / Entropy-SGD-like)
-        s_m = −[Σ_i D[i, m]·r_i + ½ Σ_i ‖D[i, m]‖²] over the inputs ``x1`` with residuals
-        r = f(θ, x1) − ``targets``: equals −(L(θ+h_m) − L(θ)) for L = ½‖f − y‖².
+        s_m = −[Σ_i D[i, m]·r_i + ½ Σ_i ‖D[i, m]‖²] over the reference inputs with residuals
+        r = f(θ, x_ref) − ``targets``: equals −(L(θ+h_m) − L(θ)) for L = ½‖f − y‖². It needs
+        one-sided differences, so antithetic sampling is refused.
     callable
         ``score(differences, h_sq)`` with differences (N, O, M) for the inputs x1 then x2 and
         h_sq (M,) = ‖h_m‖²; returns (M,) or (N, M) scores.
+
+    The reference inputs are ``reference`` when given, else the call's ``x1``. The weights,
+    and so the kernel, depend on them: to compute train and test blocks in separate calls
+    with one set of weights, pass the training inputs as ``reference`` (and the same seed);
+    ``nk.nntk(f, θ, x_train, x_test, attention=...)`` uses ``x_train`` by default. With
+    antithetic sampling D is f(θ+h_m) − f(θ−h_m), and ``"output"`` then scores the odd part
+    of the move.
 
     Parameters
     ----------
@@ -189,7 +174,10 @@ class Attention:
         this fraction of M. Scores' units vary between problems, so this is the default
         (0.5) when neither ``temperature`` nor ``target_ess`` is given.
     targets : array, optional
-        (N1,) or (N1, O) targets for ``score="loss"``.
+        (N_ref,) or (N_ref, O) targets of the reference inputs, for ``score="loss"``.
+    reference : array, optional
+        (N_ref, ...) the inputs the ``"output"`` and ``"loss"`` scores average over (the
+        training inputs); the call's ``x1`` when omitted.
 
     Raises
     ------
@@ -208,6 +196,12 @@ class Attention:
     >>> K = nk.nntk(model, theta, x, attention=nk.Attention(score="output"), **opts)
     >>> K.shape
     (4, 4)
+    >>> x_test = np.array([[0.25]])                       # test rows, same weights:
+    >>> att = nk.Attention(score="output", reference=x)
+    >>> K_test = nk.nntk(model, theta, x_test, x, attention=att, **opts)
+    >>> K_both = nk.nntk(model, theta, np.concatenate([x, x_test]), attention=att, **opts)
+    >>> bool(np.allclose(K_test, K_both[4:, :4]))
+    True
     >>> fixed = nk.nntk(model, theta, x, **opts)          # τ = ∞ is the fixed kernel
     >>> uniform = nk.nntk(model, theta, x, attention=nk.Attention(temperature=math.inf), **opts)
     >>> bool(np.allclose(uniform, fixed))
@@ -218,6 +212,7 @@ class Attention:
     temperature: float | None = None
     target_ess: float | None = None
     targets: Array | None = None
+    reference: Array | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.score) and self.score not in SCORES:
@@ -234,124 +229,8 @@ class Attention:
             if isinstance(e, bool) or not isinstance(e, numbers.Real) or not 0 < float(e) <= 1:
                 raise ValueError(f"`target_ess` must be a fraction in (0, 1]; got {e!r}")
         if self.score == "loss" and self.targets is None:
-            raise ValueError("score='loss' needs `targets` (the training targets for x1)")
+            raise ValueError("score='loss' needs `targets` (the targets of the reference inputs)")
         if self.score != "loss" and self.targets is not None:
             raise ValueError("`targets` is only used by score='loss'")
-
-    def weights(
-        self,
-        xp: Namespace,
-        raw: Array,
-        h_sq: Array,
-        sigma: float,
-        base1: Array,
-        targets: Array,
-    ) -> Array:
-        """α of shape (N, M) for differences ``raw`` (N, O, M) (inputs x1 then x2).
-
-        Called by :func:`nntk_array.nntk` with its perturbed evaluations; no validation.
-
-        Parameters
-        ----------
-        xp : namespace
-            The array-API namespace of the arrays.
-        raw : array, shape (N, O, M)
-            Differences f(θ + h_m, x_i) − f(θ, x_i), inputs x1 then x2.
-        h_sq : array, shape (M,)
-            Squared norms ‖h_m‖² of the perturbations.
-        sigma : float
-            The perturbation scale σ.
-        base1 : array, shape (N1, O), or None
-            f(θ, x1); used by the loss score only.
-        targets : array, shape (N1, O), or None
-            The validated targets; used by the loss score only.
-
-        Returns
-        -------
-        array, shape (N, M)
-            Rows of non-negative weights summing to 1.
-
-        Raises
-        ------
-        ValueError
-            A callable score returns a shape other than (M,) or (N, M).
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from array_api_compat import array_namespace
-        >>> raw = np.array([[[0.1, -0.2, 0.3]], [[0.0, 0.5, -0.1]]])   # N = 2, O = 1, M = 3
-        >>> h_sq = np.array([1.0, 2.0, 3.0])
-        >>> att = Attention(score="distance", temperature=1.0)      # s_m = -‖h_m‖²/(2σ²)
-        >>> np.round(att.weights(array_namespace(raw), raw, h_sq, 1.0, None, None), 3)
-        array([[0.506, 0.307, 0.186],
-               [0.506, 0.307, 0.186]])
-        """
-        return self._normalize(xp, self._scores(xp, raw, h_sq, sigma, base1, targets), raw.shape[0])
-
-    def _scores(
-        self,
-        xp: Namespace,
-        raw: Array,
-        h_sq: Array,
-        sigma: float,
-        base1: Array,
-        targets: Array,
-        *,
-        num_inputs: int | None = None,
-    ) -> Array:
-        """Scores s of shape (M,) or (N, M) for the differences ``raw`` (N, O, M).
-
-        The built-in scores are sums over inputs: the scores of a partition of the inputs
-        into blocks (``num_inputs`` the total N, for the "output" mean) add up to the
-        scores of all of them, which is how Dask inputs are weighted block by block.
-        """
-        n, o, m = raw.shape
-        if callable(self.score):
-            s = self.score(raw, h_sq)
-            if tuple(s.shape) not in ((m,), (n, m)):
-                raise ValueError(
-                    f"the attention score must return shape ({m},) or ({n}, {m}); got "
-                    f"{tuple(s.shape)}"
-                )
-        elif self.score == "distance":
-            s = -h_sq / (2.0 * sigma * sigma)
-        elif self.score == "output":
-            s = -xp.sum(raw * raw, axis=(0, 1)) / float((num_inputs or n) * o)
-        else:
-            n1 = base1.shape[0]
-            resid = base1 - targets
-            d1 = raw[:n1, ...]
-            s = -(xp.sum(d1 * resid[:, :, None], axis=(0, 1)) + 0.5 * xp.sum(d1 * d1, axis=(0, 1)))
-        return xp.astype(s, raw.dtype, copy=False)
-
-    def _normalize(self, xp: Namespace, s: Array, n: int) -> Array:
-        """α (N, M) = softmax over samples of ``s`` / τ, for scores (M,) or (N, M)."""
-        m = s.shape[-1]
-        s = s[None, :] if s.ndim == 1 else s  # one row shared by all inputs: weigh it once
-        if self.temperature is not None:
-            alpha = _weights(xp, s, float(self.temperature), -1, None, False)
-        else:
-            tau = _temperature_for_ess(xp, s, self.target_ess or 0.5)
-            alpha = _weights(xp, s, tau, -1, None, False)
-        return xp.broadcast_to(alpha, (n, m)) if alpha.shape[0] == 1 else alpha
-
-
-def _temperature_for_ess(xp: Namespace, s: Array, target: float) -> Array:
-    """Per-row τ with ESS/M ≈ ``target``, by bisection on log(1/τ) (fixed steps, jit-safe).
-
-    ESS falls monotonically from M (τ = ∞) as τ decreases; ties at the maximum bound it below.
-    """
-    m = s.shape[-1]
-    spread = xp.max(s, axis=-1, keepdims=True) - xp.min(s, axis=-1, keepdims=True)
-    spread = xp.where(spread > 0, spread, 1.0)
-    lo = xp.full(spread.shape, _LOG_BETA_RANGE[0], dtype=s.dtype, device=device(s))
-    hi = xp.full(spread.shape, _LOG_BETA_RANGE[1], dtype=s.dtype, device=device(s))
-    for _ in range(_BISECTION_STEPS):
-        mid = 0.5 * (lo + hi)
-        w = _weights(xp, s * (xp.exp(mid) / spread), 1.0, -1, None, False)
-        ess = 1.0 / xp.sum(w * w, axis=-1, keepdims=True)
-        too_peaked = ess < target * m
-        hi = xp.where(too_peaked, mid, hi)
-        lo = xp.where(too_peaked, lo, mid)
-    return spread / xp.exp(0.5 * (lo + hi))
+        if self.reference is not None and self.score not in ("output", "loss"):
+            raise ValueError("`reference` is only used by the scores 'output' and 'loss'")

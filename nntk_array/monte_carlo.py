@@ -6,27 +6,10 @@ import math
 from collections.abc import Callable, Iterable
 
 from ._typing import Array, Namespace
+from ._mc.moments import RunningMoments
 from ._xp import resolve
 
-__all__ = ["RunningMoments", "monte_carlo_kernel"]
-
-
-class RunningMoments:
-    """Welford's running mean and sum of squared deviations of equally shaped arrays."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.mean: Array = None
-        self.m2: Array = None
-
-    def add(self, xp: Namespace, x: Array) -> None:
-        self.count += 1
-        if self.mean is None:
-            self.mean, self.m2 = x, xp.zeros_like(x)
-            return
-        delta = x - self.mean
-        self.mean = self.mean + delta / self.count
-        self.m2 = self.m2 + delta * (x - self.mean)
+__all__ = ["monte_carlo_kernel"]
 
 
 def monte_carlo_kernel(

@@ -8,71 +8,92 @@ from typing import Any
 
 from array_api_compat import device
 
-from ._differences import (
-    check_resources,
-    check_samples_array,
-    check_seed,
-    chunk_rows,
-    evaluate_differences,
-    make_directions,
-    make_smoothing,
-)
+from ._mc.differences import chunks
+from ._mc.directions import make_directions
+from ._mc.kernel import make_form
+from ._mc.plan import DEFAULT_BUDGET, grad_plan
 from ._typing import Array
-from ._validate import check_finite, check_ndim, check_positive_int
+from ._validate import check_finite, check_ndim
 from ._xp import resolve
+from .options import (
+    Estimate,
+    Estimator,
+    Smoothing,
+    check_seed,
+    renamed,
+    resources_spec,
+    sample_count,
+    smoothing_spec,
+)
 
 __all__ = ["nonlocal_grad"]
 
-_STDERR_GROUPS = 20
-
 
 def nonlocal_grad(
-    fun: Callable[[Array], Array],
-    theta: Array,
+    f: Callable[[Array], Array] | None = None,
+    theta: Array | None = None,
     *,
-    sigma: float,
+    sigma: float | None = None,
     samples: int | Array,
-    seed: int | None = None,
-    rng: Any = None,
+    seed: Any = None,
+    smoothing: Smoothing | None = None,
     form: str = "gaussian",
     radial: str = "gaussian",
     scale: str = "gradient-consistent",
     sampling: str = "iid",
-    batch_size: int | None = None,
     memory_budget: int | None = None,
+    samples_per_call: int | None = None,
+    resources: Any = None,
     return_stderr: bool = False,
-) -> Array | tuple[Array, Array]:
+    fun: Callable[[Array], Array] | None = None,
+    rng: Any = None,
+    batch_size: int | None = None,
+) -> Array | Estimate:
     """Monte Carlo nonlocal gradient G fun(θ) of any function of parameters.
 
     Gaussian form: G f = E[(f(θ+h) − f(θ)) h]/σ², h ~ N(0, σ²I), which is exactly ∇ of f
     smoothed by N(0, σ²I) (Stein's identity); it exists for non-differentiable and noisy f.
-    Paper form: G f = c E[(f(θ+h) − f(θ)) h/‖h‖²] with a radial density (math.md §2).
+    Paper form: G f = c E[(f(θ+h) − f(θ)) h/‖h‖²] with a radial density (docs:
+    Mathematics, 'The nonlocal gradient').
 
     Parameters
     ----------
-    fun : callable
+    f : callable
         Maps a batch of parameter vectors (B, P) to outputs (B, ...) in the same library.
+        (Called ``fun`` before 0.3.)
     theta : array, shape (P,)
-    sigma, samples, seed, rng, form, radial, scale, sampling, batch_size, memory_budget
+    sigma, samples, seed, smoothing, form, radial, scale, sampling, samples_per_call
         As in :func:`nntk_array.nntk`. ``samples`` may be explicit (M, P) unit-scale rows.
+    memory_budget, resources
+        As in :func:`nntk_array.nntk` (``route`` does not apply). Memory: the (F, P) running
+        sums (three of them with ``return_stderr``), one drawn block of directions and one
+        chunk of evaluations; nothing grows with M.
     return_stderr : bool, default False
         Also return the entrywise Monte Carlo standard error (batch means over independent
         samples, or over 20 groups for structured sampling).
 
     Returns
     -------
-    grad : array, shape (..., P)
-        One gradient row per output entry of ``fun`` (shape (P,) for scalar ``fun``), in
-        ``theta``'s dtype, namespace and device.
-    stderr : array, same shape, only with ``return_stderr=True``
+    array or Estimate
+        The gradient, shape (..., P): one row per output entry of ``f`` (shape (P,) for a
+        scalar ``f``), in ``theta``'s dtype, namespace and device. With ``return_stderr=True``
+        an :class:`Estimate` (``.value``, ``.stderr``, ``.samples``) that unpacks as
+        ``grad, stderr``.
 
     Raises
     ------
     TypeError
-        Non-floating or mixed-library inputs, a non-callable ``fun``, a bad ``seed``/``rng``.
+        Non-floating or mixed-library inputs, a non-callable ``f``, a bad ``seed``, a
+        non-integer ``samples``.
     ValueError
-        ``theta`` not 1-D, ``fun`` output not (B, ...), NaN/inf, ``sigma <= 0``,
+        ``theta`` not 1-D, ``f`` output not (B, ...), NaN/inf, ``sigma <= 0``,
         ``samples < 1`` (or < 2 with ``return_stderr``), unknown options.
+
+    Warns
+    -----
+    DeprecationWarning
+        For the old keyword names ``fun`` (now ``f``), ``rng`` (now ``seed``) and
+        ``batch_size`` (now ``samples_per_call``).
 
     Examples
     --------
@@ -86,95 +107,130 @@ def nonlocal_grad(
     ...                  seed=1).round(1)        # d/dθ E sign(θ + σ g) = 2 φ(0)/σ ≈ 1.6
     array([1.6])
     """
-    samples_arr = samples if hasattr(samples, "shape") else None
+    f = renamed("f", "fun", f, fun)
+    seed = renamed("seed", "rng", seed, rng)
+    samples_per_call = renamed("samples_per_call", "batch_size", samples_per_call, batch_size)
+    if theta is None:
+        raise TypeError("nonlocal_grad() missing the required argument `theta`")
+    count = sample_count(samples)
+    samples_arr = None if count is not None else samples
     xp, (theta, samples_arr) = resolve(theta=theta, samples=samples_arr)
-    if not callable(fun):
-        raise TypeError(f"`fun` must be a callable fun(thetas); got {type(fun).__name__}")
+    if not callable(f):
+        raise TypeError(f"`f` must be a callable f(thetas); got {type(f).__name__}")
+    if not isinstance(return_stderr, bool):
+        raise TypeError(f"`return_stderr` must be a bool; got {type(return_stderr).__name__}")
     check_ndim("theta", theta, (1,), "(P,)")
     p = theta.shape[0]
     if samples_arr is not None:
-        check_samples_array(samples_arr, p)
+        check_ndim("samples", samples_arr, (2,), f"(M, {p})")
+        if samples_arr.shape[1] != p or samples_arr.shape[0] < 1:
+            raise ValueError(
+                f"`samples` must have shape (M, {p}) with M >= 1; got {tuple(samples_arr.shape)}"
+            )
+        if sampling not in ("iid", "antithetic"):
+            raise ValueError(
+                "explicit `samples` are used as given: `sampling` must be 'iid' or 'antithetic'"
+            )
     check_finite(xp, theta=theta, samples=samples_arr)
-    budget, batch_size = check_resources(memory_budget, batch_size, return_stderr)
-    m_hint = (
-        samples_arr.shape[0] if samples_arr is not None else check_positive_int("samples", samples)
-    )
-    if return_stderr and m_hint < 2:
-        raise ValueError(f"return_stderr needs samples >= 2; got {m_hint}")
-    sm = make_smoothing(
-        sigma, form, radial, scale, num_params=p, antithetic=sampling == "antithetic"
-    )
-    probe = fun(theta[None, :])
+    smooth = smoothing_spec(smoothing, sigma, form, radial, scale)
+    sampling = Estimator(sampling=sampling).sampling
+    res = resources_spec(resources, memory_budget, samples_per_call, "auto")
+    seed = check_seed(seed)
+    if samples_arr is not None and seed is not None:
+        raise ValueError("explicit `samples` need no `seed`")
+    m = count if count is not None else samples_arr.shape[0]
+    if return_stderr and m < 2:
+        raise ValueError(f"return_stderr needs samples >= 2; got {m}")
+    probe = f(theta[None, :])
     if not hasattr(probe, "shape") or probe.ndim < 1 or probe.shape[0] != 1:
         raise ValueError(
-            f"`fun(thetas)` must return shape (B, ...); for thetas of shape (1, P) it returned "
+            f"`f(thetas)` must return shape (B, ...); for thetas of shape (1, P) it returned "
             f"{getattr(probe, 'shape', type(probe))}"
         )
     resolve(theta=theta, output=probe)
     out_shape = tuple(probe.shape[1:])
     n_out = math.prod(out_shape)
-    itemsize = 4 if theta.dtype == xp.float32 else 8
-    per_set = itemsize * (4 * p + 4 * n_out)
+    form = make_form(smooth, sampling, "plugin", p)
+    plan = grad_plan(
+        budget=res.memory_budget or DEFAULT_BUDGET,
+        samples_per_call=res.samples_per_call,
+        m=m,
+        p=p,
+        n_out=n_out,
+        itemsize=4 if theta.dtype == xp.float32 else 8,
+        copies=form.copies,
+        stderr=return_stderr,
+    )
     dirs = make_directions(
         xp,
-        samples if samples_arr is None else samples_arr,
+        m if samples_arr is None else samples_arr,
         sampling,
-        check_seed(seed, rng),
+        seed,
         num_params=p,
         dtype=theta.dtype,
-        dev=device(theta),
-        group_size=lambda m: max(1, min(-(-m // _STDERR_GROUPS) if return_stderr else m, p)),
-        cache_bytes=0,
+        device=device(theta),
+        group_size=plan.group_size,
+        cache_bytes=plan.cache_bytes,
     )
-    chunk = chunk_rows(batch_size, budget, per_set, dirs.num_rows)
-    m, gsize = dirs.num_rows, dirs.group_size
-    state: dict[str, Array] = {"sum": None, "sq": None, "weighted": None, "open": None}
+    sums = _GradientSums(xp, dirs.group_size, dirs.num_rows, return_stderr)
 
-    def accumulate(start: int, stop: int, u: Array, d: Array, w: Array) -> None:
-        rows = xp.reshape(d, (stop - start, n_out)) * w[:, None]  # (B, F)
-        u = xp.astype(u, rows.dtype, copy=False)
-        part = xp.matmul(xp.permute_dims(rows, (1, 0)), u)  # (F, P)
-        state["sum"] = part if state["sum"] is None else state["sum"] + part
-        if not return_stderr:
-            return
-        if gsize == 1:  # per-sample terms Y_m = rows_m u_m
-            sq = xp.matmul(xp.permute_dims(rows * rows, (1, 0)), u * u)
-            state["sq"] = sq if state["sq"] is None else state["sq"] + sq
-            state["weighted"] = state["sum"]
-            return
-        for g0 in range(start - start % gsize, stop, gsize):  # groups straddle chunks
-            lo, hi = max(start, g0), min(stop, g0 + gsize)
-            piece = xp.matmul(
-                xp.permute_dims(rows[lo - start : hi - start, :], (1, 0)),
-                u[lo - start : hi - start, :],
-            )
-            state["open"] = piece if lo == g0 else state["open"] + piece
-            if hi == min(g0 + gsize, m):  # group complete
-                acc_g, n_g = state["open"], hi - g0
-                sq = acc_g * acc_g
-                state["sq"] = sq if state["sq"] is None else state["sq"] + sq
-                wt = n_g * acc_g
-                state["weighted"] = wt if state["weighted"] is None else state["weighted"] + wt
+    def evaluate(thetas: Array) -> Array:
+        return xp.reshape(f(thetas), (thetas.shape[0], n_out))
 
-    evaluate_differences(
-        fun,
-        theta,
-        dirs,
-        sm,
-        chunk=chunk,
-        acc_dtype=theta.dtype,
-        on_chunk=accumulate,
-        keep=False,
-    )
-    grad = state["sum"] / m
+    for c in chunks(evaluate, theta, dirs, form, chunk=plan.chunk, draw=plan.draw, acc=theta.dtype):
+        sums.add(c.start, c.stop, c.d * (c.w / c.t)[:, None], c.h)
+    grad = sums.total / m
     shape = (*out_shape, p)
     if not return_stderr:
         return xp.reshape(grad, shape)
-    # Var of the weighted mean of L independent group means Y_g = acc_g / n_g, with
-    # ĝ = Σ_g n_g Y_g / M: L/(L-1) Σ_g (n_g/M)² (Y_g − ĝ)², expanded in running sums.
-    groups = dirs.groups
-    n_groups = len(groups)
-    sum_n2 = float(sum((e - s) ** 2 for s, e in groups))
-    var = (state["sq"] - 2.0 * grad * state["weighted"] + grad * grad * sum_n2) / m**2
-    var = xp.maximum(var * (n_groups / (n_groups - 1)), 0.0)
-    return xp.reshape(grad, shape), xp.reshape(xp.sqrt(var), shape)
+    se = sums.stderr(grad, dirs.groups)
+    return Estimate(xp.reshape(grad, shape), xp.reshape(se, shape), samples=m)
+
+
+class _GradientSums:
+    """Running sums of the gradient terms Y_m = rows_m h_m, and what the batch-means
+    standard error needs: per sample (independent rows) or per group of dependent rows."""
+
+    def __init__(self, xp: Any, group_size: int, m: int, stderr: bool) -> None:
+        self.xp, self.gsize, self.m, self.want_se = xp, group_size, m, stderr
+        self.total: Array = None
+        self.sq: Array = None
+        self.weighted: Array = None
+        self.open: Array = None
+
+    def add(self, start: int, stop: int, rows: Array, h: Array) -> None:
+        """Add samples ``start:stop`` with weighted differences ``rows`` (B, F) and ``h``."""
+        xp = self.xp
+        h = xp.astype(h, rows.dtype, copy=False)
+        part = xp.matmul(xp.permute_dims(rows, (1, 0)), h)  # (F, P)
+        self.total = part if self.total is None else self.total + part
+        if not self.want_se:
+            return
+        if self.gsize == 1:  # per-sample terms
+            sq = xp.matmul(xp.permute_dims(rows * rows, (1, 0)), h * h)
+            self.sq = sq if self.sq is None else self.sq + sq
+            self.weighted = self.total
+            return
+        g = self.gsize
+        for g0 in range(start - start % g, stop, g):  # groups straddle chunks
+            lo, hi = max(start, g0), min(stop, g0 + g)
+            piece = xp.matmul(
+                xp.permute_dims(rows[lo - start : hi - start, :], (1, 0)),
+                h[lo - start : hi - start, :],
+            )
+            self.open = piece if lo == g0 else self.open + piece
+            if hi == min(g0 + g, self.m):  # group complete
+                acc_g, n_g = self.open, hi - g0
+                sq = acc_g * acc_g
+                self.sq = sq if self.sq is None else self.sq + sq
+                wt = n_g * acc_g
+                self.weighted = wt if self.weighted is None else self.weighted + wt
+
+    def stderr(self, grad: Array, groups: list[tuple[int, int]]) -> Array:
+        """Var of the weighted mean of L independent group means Y_g = acc_g / n_g, with
+        ĝ = Σ_g n_g Y_g / M: L/(L-1) Σ_g (n_g/M)² (Y_g − ĝ)², expanded in running sums."""
+        xp = self.xp
+        sum_n2 = float(sum((e - s) ** 2 for s, e in groups))
+        var = (self.sq - 2.0 * grad * self.weighted + grad * grad * sum_n2) / self.m**2
+        var = xp.maximum(var * (len(groups) / (len(groups) - 1)), 0.0)
+        return xp.sqrt(var)

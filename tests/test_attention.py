@@ -8,7 +8,7 @@ from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 
 import nntk_array as nk
-from nntk_array.attention import _temperature_for_ess
+from nntk_array._mc.attention import temperature_for_ess as _temperature_for_ess
 from nntk_array.testing import to_numpy, tol
 
 

@@ -8,7 +8,7 @@ from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 
 import nntk_array as nk
-from nntk_array.activations import ACTIVATIONS
+from nntk_array.models.activations import ACTIVATIONS
 from nntk_array.testing import to_numpy, tol
 
 
@@ -35,7 +35,8 @@ class TestLayout:
         [
             ({"in_features": 0}, ValueError, "`in_features` must be a positive integer"),
             ({"hidden": (4, -1)}, ValueError, r"`hidden\[1\]` must be a positive integer"),
-            ({"out_features": 1.5}, ValueError, "`out_features` must be a positive integer"),
+            ({"out_features": 1.5}, TypeError, "`out_features` must be a positive integer"),
+            ({"hidden": (10**12,)}, ValueError, r"`hidden\[0\]` must be at most 2\*\*31 - 1"),
             ({"activation": "gelu"}, ValueError, "`activation` must be one of"),
             ({"parameterization": "mup"}, ValueError, "`parameterization` must be one of"),
             ({"bias": 1}, TypeError, "`bias` must be a bool"),

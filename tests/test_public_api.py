@@ -23,6 +23,11 @@ def test_public_names():
         [
             "MLP",
             "Attention",
+            "Estimate",
+            "Estimator",
+            "Model",
+            "Resources",
+            "Smoothing",
             "__version__",
             "analytic",
             "attention_weights",

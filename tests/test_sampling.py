@@ -5,13 +5,22 @@ import pytest
 from array_api_compat import device as array_device
 
 from nntk_array.backends.random import Generator
-from nntk_array.sampling import COL_TILE, ROW_TILE, make_directions
+from nntk_array._mc.directions import COL_TILE, ROW_TILE, make_directions
 from nntk_array.testing import to_numpy
 
 
 def _dirs(xp, device, dtype, sampling, m, p, group_size=1, cache=0):
-    gen = Generator(5, xp=xp, device=device)
-    return make_directions(sampling, gen, m, p, dtype, group_size=group_size, cache_bytes=cache)
+    return make_directions(
+        xp,
+        m,
+        sampling,
+        5,
+        num_params=p,
+        dtype=dtype,
+        device=device,
+        group_size=group_size,
+        cache_bytes=cache,
+    )
 
 
 class TestTiledGaussian:

@@ -12,8 +12,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._typing import Array, Namespace
-from .backends.special import erf
+from .._typing import Array, Namespace
+from ..backends.special import erf
 
 __all__ = ["ACTIVATIONS", "LEAKY_RELU_SLOPE", "Activation"]
 

@@ -1,4 +1,9 @@
-"""The built-in multilayer perceptron with a flat parameter vector."""
+"""The built-in multilayer perceptron with a flat parameter vector.
+
+It implements the model protocol (:mod:`nntk_array.models.protocol`) with every optional
+capability: structured NTK terms, memory per evaluation, Jacobian-vector products from its
+structure, and the readout layer as a linear block.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +15,24 @@ from dataclasses import dataclass
 
 from array_api_compat import device as array_device
 
-from ._typing import Array, Device, DType, Namespace, SeedLike
-from ._validate import (
+from .._typing import Array, Device, DType, Namespace, SeedLike
+from .._validate import (
     check_choice,
     check_finite,
     check_ndim,
     check_positive_float,
     check_positive_int,
 )
-from ._xp import as_namespace, default_float_dtype, resolve
+from .._xp import as_namespace, default_float_dtype, resolve
 from .activations import ACTIVATIONS
-from .backends.dtypes import require_dtype
-from .backends.random import Generator
+from .protocol import NTKTerm
+from ..backends.dtypes import require_dtype
+from ..backends.random import Generator
 
 __all__ = ["MLP"]
 
 PARAMETERIZATIONS = ("ntk", "standard")
+_MAX_WIDTH = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -37,21 +44,6 @@ class _Layer:
     end: int
     w_coef: float  # multiplies a @ W in the forward pass
     b_coef: float
-
-
-@dataclass(frozen=True)
-class NTKTerm:
-    """One layer's share of the structured NTK: ``(a a'ᵀ + bias_sq) ⊙ (δ·δ')``.
-
-    ``a`` is the layer input scaled by its weight coefficient, shape ``(N, fan_in)``, or
-    ``None`` where the term has no input factor (a plain Jacobian);
-    ``delta`` the output sensitivities to the layer's pre-activations, shape
-    ``(N, O, fan_out)``, or ``None`` for the output layer, where it is the identity.
-    """
-
-    a: Array | None
-    bias_sq: float
-    delta: Array | None
 
 
 class MLP:
@@ -117,6 +109,10 @@ class MLP:
             hidden = (int(hidden),)
         widths += [check_positive_int(f"hidden[{i}]", h) for i, h in enumerate(hidden)]
         widths.append(check_positive_int("out_features", out_features))
+        names = ["in_features", *(f"hidden[{i}]" for i in range(len(widths) - 2)), "out_features"]
+        for name, width in zip(names, widths, strict=True):
+            if width > _MAX_WIDTH:  # BLAS (LP64) and the libraries' matmuls index with int32
+                raise ValueError(f"`{name}` must be at most 2**31 - 1; got {width}")
         self.activation = check_choice("activation", activation, tuple(ACTIVATIONS))
         self.parameterization = check_choice(
             "parameterization", parameterization, PARAMETERIZATIONS
@@ -276,6 +272,91 @@ class MLP:
 
     __call__ = apply
 
+    def apply_unchecked(self, theta: Array, x: Array) -> Array:
+        """:meth:`apply` without argument checks, for callers that validated once.
+
+        The kernels call it once per chunk of perturbations; each layer's temporaries are
+        freed as soon as the next layer is computed.
+
+        Parameters
+        ----------
+        theta : array, shape (P,) or (B, P)
+        x : array, shape (N, in_features)
+
+        Returns
+        -------
+        array, shape (N, O) or (B, N, O)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> model = MLP(2, (8,), 3)
+        >>> model.apply_unchecked(model.init(0, xp=np)[None, :], np.ones((4, 2))).shape
+        (1, 4, 3)
+        """
+        from array_api_compat import array_namespace
+
+        return self._forward(array_namespace(theta, x), theta, x, keep_trace=False)[0]
+
+    @property
+    def linear_blocks(self) -> tuple[tuple[int, int], ...]:
+        """``(start, stop)`` of the parameters that enter the output linearly: the readout.
+
+        Examples
+        --------
+        >>> MLP(3, (8,)).linear_blocks    # readout weights (8) and bias (1)
+        ((32, 41),)
+        """
+        last = self._layers[-1]
+        return ((last.w_start, last.end),)
+
+    def jvp(self, theta: Array, x: Array, tangents: Array) -> Array:
+        """Jacobian-vector products ∂f(x)/∂θ · v for a batch of tangents, from the structure.
+
+        Forward-mode through the layers (no autodiff): for ``z = c_w a W + c_b b`` the
+        tangent is ``c_w (ȧ W + a V) + c_b v_b`` and ``ȧ = φ'(z) ż``, with φ' the activation's
+        almost-everywhere derivative (0 for sign and step).
+
+        Parameters
+        ----------
+        theta : array, shape (P,)
+        x : array, shape (N, in_features)
+        tangents : array, shape (K, P)
+
+        Returns
+        -------
+        array, shape (K, N, O)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> model = MLP(1, (8,))
+        >>> theta = model.init(0, xp=np)
+        >>> v = np.eye(model.num_params)[:2]
+        >>> model.jvp(theta, np.ones((3, 1)), v).shape
+        (2, 3, 1)
+        """
+        from array_api_compat import array_namespace
+
+        xp = array_namespace(theta, x, tangents)
+        act = ACTIVATIONS[self.activation]
+        a, da = x, None  # da: tangent of the layer input, (K, N, fan_in)
+        last = len(self._layers) - 1
+        for i, layer in enumerate(self._layers):
+            w, b = self._params(xp, theta, layer)
+            vw, vb = self._params(xp, tangents, layer)
+            z = layer.w_coef * xp.matmul(a, w)
+            dz = layer.w_coef * xp.matmul(a, vw)  # (K, N, fan_out)
+            if da is not None:
+                dz = dz + layer.w_coef * xp.matmul(da, w)
+            if b is not None:
+                z = z + layer.b_coef * b
+                dz = dz + layer.b_coef * vb
+            if i == last:
+                return dz
+            a, da = act.fn(xp, z), act.deriv(xp, z) * dz
+        raise AssertionError("unreachable: an MLP has at least one layer")
+
     def check_theta(self, theta: Array, *, batched: bool) -> None:
         """Raise ``ValueError`` unless ``theta`` has shape (P,) (or (B, P) if ``batched``).
 
@@ -393,6 +474,17 @@ class MLP:
         largest = max(layer.end - layer.w_start for layer in self._layers)
         return itemsize * (largest + 3 * n_inputs * max(widths))
 
+    @property
+    def ntk_numbers_per_input(self) -> int:
+        """Numbers :meth:`ntk_terms` holds per input: layer inputs, then O sensitivities per unit.
+
+        Examples
+        --------
+        >>> MLP(3, (8,)).ntk_numbers_per_input    # (3 + 8) + 1 · 8
+        19
+        """
+        return sum((self.in_features, *self.hidden)) + self.out_features * sum(self.hidden)
+
     def ntk_terms(self, xp: Namespace, theta: Array, x: Array) -> list[NTKTerm]:
         """Per-layer factors of the exact NTK at ``theta`` (shape (P,)) for inputs ``x``.
 
@@ -409,7 +501,7 @@ class MLP:
 
         Returns
         -------
-        list of ``nntk_array.models.NTKTerm``
+        list of ``nntk_array.models.protocol.NTKTerm``
             One term per layer, first layer first: ``a`` the scaled layer input, shape
             (N, fan_in), ``bias_sq`` the squared bias coefficient (0.0 without biases) and
             ``delta`` the sensitivities (N, O, fan_out), ``None`` for the output layer.

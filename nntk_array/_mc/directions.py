@@ -20,7 +20,8 @@ Samplers (``sampling=``):
     rows within a group are jointly stratified.
 
 Rows of one group are dependent; rows of different groups are independent. The unbiased
-kernel estimator pairs only rows from different groups (math.md §4).
+kernel estimator pairs only rows from different groups (docs: Mathematics, 'Kernel
+estimators').
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from collections.abc import Callable, Iterator
 from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 
-from ._special import ndtri
-from ._typing import Array, Device, DType, Namespace
-from .backends.random import Generator, draw_parallel
+from .._special import ndtri
+from .._typing import Array, Device, DType, Namespace
+from ..backends.random import Generator, draw_parallel
 
 __all__ = ["COL_TILE", "ROW_TILE", "SAMPLINGS", "Directions", "make_directions"]
 
@@ -340,23 +341,25 @@ class _Orthogonal(Directions):
 
 
 def make_directions(
+    xp: Namespace,
+    samples: int | Array,
     sampling: str,
-    gen: Generator,
-    num_rows: int,
+    seed: object,
+    *,
     num_params: int,
     dtype: DType,
-    *,
+    device: Device,
     group_size: int,
     cache_bytes: int,
 ) -> Directions:
-    """The sampler for ``sampling`` (one of :data:`SAMPLINGS`)."""
+    """The directions of a Monte Carlo estimate: explicit (M, P) rows used as given, or the
+    sampler ``sampling`` (one of :data:`SAMPLINGS`) drawing ``samples`` rows from ``seed`` (an
+    int, a native generator or ``None``) in groups of ``group_size`` dependent rows."""
+    if not isinstance(samples, int):
+        return _Explicit(samples)
+    gen = Generator(seed, xp=xp, device=device)
     if sampling in ("iid", "antithetic"):
-        return _Gaussian(gen, num_rows, num_params, dtype, cache_bytes)
+        return _Gaussian(gen, samples, num_params, dtype, cache_bytes)
     if sampling == "qmc":
-        return _Lattice(gen, num_rows, num_params, dtype, group_size, cache_bytes)
-    return _Orthogonal(gen, num_rows, num_params, dtype, group_size)
-
-
-def explicit_directions(samples: Array) -> Directions:
-    """Directions given by the user as an (M, P) array."""
-    return _Explicit(samples)
+        return _Lattice(gen, samples, num_params, dtype, group_size, cache_bytes)
+    return _Orthogonal(gen, samples, num_params, dtype, group_size)

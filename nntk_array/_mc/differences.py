@@ -1,0 +1,122 @@
+"""The batched perturbed evaluations shared by nonlocal gradients and nonlocal kernels.
+
+One loop: directions are drawn a block of rows at a time, turned into perturbations by the
+smoothing form, and the model is evaluated for a chunk of perturbations in one batched call.
+:func:`chunks` yields each chunk's differences while its perturbations are in memory (the
+nonlocal gradient accumulates there); :func:`collect` keeps the differences of all M
+perturbations for a kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from array_api_compat import device
+
+from .._typing import Array, DType
+from .directions import ROW_TILE, Directions
+from .smoothing import Form
+
+__all__ = ["Chunk", "Differences", "chunks", "collect"]
+
+Evaluate = Callable[[Array], Array]  # (B, P) -> (B, N, O)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Perturbations ``start:stop``: h (B, P), differences d (B, N, O) and the weights w (B,)
+    against the directions u = h / t, in the accumulation dtype; |u|² (B,) where asked."""
+
+    start: int
+    stop: int
+    h: Array
+    t: float | Array
+    d: Array
+    w: Array
+    u_sq: Array | None
+
+
+@dataclass(frozen=True)
+class Norms:
+    """Per-sample squared norms of the directions |u_m|² and perturbations |h_m|², (M,)."""
+
+    u_sq: Array
+    h_sq: Array
+
+
+@dataclass(frozen=True)
+class Differences:
+    """All M perturbations: ``raw`` (N, O, M) differences D, ``weights`` (M,) w_m, and
+    ``norms`` when they were asked for."""
+
+    raw: Array
+    weights: Array
+    norms: Norms | None
+
+
+def chunks(
+    evaluate: Evaluate,
+    theta: Array,
+    dirs: Directions,
+    form: Form,
+    *,
+    chunk: int,
+    draw: int,
+    acc: DType,
+    norms: bool = False,
+) -> Iterator[Chunk]:
+    """Evaluate the model for all M perturbations, ``chunk`` at a time.
+
+    Directions are drawn ``draw`` rows (whole tiles) at a time; ``norms`` asks for |u|².
+    """
+    xp = dirs.xp
+    base = evaluate(theta[None, :]) if form.needs_base else None
+    group = max(draw, -(-chunk // ROW_TILE) * ROW_TILE)
+    for g0 in range(0, dirs.num_rows, group):
+        g1 = min(g0 + group, dirs.num_rows)
+        block = form.perturb(dirs, g0, g1, norms=norms)
+        for b0 in range(g0, g1, chunk):
+            b1 = min(b0 + chunk, g1)
+            rows = slice(b0 - g0, b1 - g0)
+            d = xp.astype(form.difference(evaluate, theta, block.h[rows, :], base), acc, copy=False)
+            w = block.w
+            if isinstance(w, float):
+                w = xp.full((b1 - b0,), w, dtype=acc, device=device(d))
+            else:
+                w = xp.astype(w[rows], acc, copy=False)
+            t = block.t if isinstance(block.t, float) else block.t[rows]
+            u_sq = None if block.u_sq is None else block.u_sq[rows]
+            yield Chunk(b0, b1, block.h[rows, :], t, d, w, u_sq)
+
+
+def collect(
+    evaluate: Evaluate,
+    theta: Array,
+    dirs: Directions,
+    form: Form,
+    *,
+    chunk: int,
+    draw: int,
+    acc: DType,
+    norms: bool = False,
+) -> Differences:
+    """The differences of all M perturbations as one (N, O, M) array, with the weights and,
+    if ``norms``, the squared norms."""
+    xp = dirs.xp
+    raw, weights, u_sq, h_sq = [], [], [], []
+    for c in chunks(evaluate, theta, dirs, form, chunk=chunk, draw=draw, acc=acc, norms=norms):
+        raw.append(xp.permute_dims(c.d, (1, 2, 0)))
+        weights.append(c.w)
+        if norms:
+            u_sq.append(xp.astype(c.u_sq, acc, copy=False))
+            h_sq.append(xp.astype(c.u_sq * (c.t * c.t), acc, copy=False))
+
+    def cat(parts: list[Array], axis: int = 0) -> Array:
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=axis)
+
+    return Differences(
+        raw=cat(raw, axis=2),
+        weights=cat(weights),
+        norms=Norms(cat(u_sq), cat(h_sq)) if norms else None,
+    )

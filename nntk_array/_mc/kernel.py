@@ -1,0 +1,326 @@
+"""The nonlocal kernel pipeline: validated options and inputs → plan → differences →
+sample weights → contraction. In-memory calls run :func:`compute`; the Dask graph runs the
+same steps (:func:`setup`, :func:`rows`, :func:`scores`, :func:`sample_weights`,
+:func:`weight_matrix`, :func:`contract`) in block tasks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from array_api_compat import device
+
+from .._typing import Array, Namespace
+from .._validate import check_finite, check_ndim
+from .._xp import resolve
+from ..backends.dtypes import require_dtype
+from ..models.protocol import Bound, bind
+from . import attention as att_mc
+from .differences import Differences, collect
+from .directions import Directions, make_directions
+from .estimators import Estimator, Jackknife, estimator, ratio, stream_numerator
+from .plan import DEFAULT_BUDGET, JACKKNIFE_BATCHES, KernelPlan, kernel_plan
+from .smoothing import Form, GaussHermite, Radial, Stein, gauss_hermite
+
+__all__ = [
+    "KernelSpec",
+    "Problem",
+    "compute",
+    "contract",
+    "make_form",
+    "rows",
+    "sample_weights",
+    "scores",
+    "setup",
+    "weight_matrix",
+]
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """The validated options of one nonlocal kernel call (independent of the inputs)."""
+
+    smoothing: Any  # nk.Smoothing
+    estimator: Any  # nk.Estimator
+    resources: Any  # nk.Resources
+    samples: int | Array
+    seed: object
+    attention: Any  # nk.Attention or None
+    full: bool
+    stderr: bool
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A validated call: the namespace, the bound model, the form, the estimator, the plan
+    and the directions; ``ref`` the rows of the evaluated inputs the attention scores read."""
+
+    xp: Namespace
+    theta: Array
+    model: Bound
+    n1: int
+    n2: int | None
+    ref: slice
+    targets: Array | None
+    form: Form
+    est: Estimator
+    plan: KernelPlan
+    dirs: Directions
+    acc: Any
+    spec: KernelSpec
+
+    @property
+    def groups(self) -> list[tuple[int, int]]:
+        return self.dirs.groups
+
+
+def make_form(smoothing: Any, sampling: str, estimator_name: str, num_params: int) -> Form:
+    """The smoothing form for these options."""
+    antithetic = sampling == "antithetic"
+    if estimator_name == "directional":
+        return GaussHermite(smoothing.sigma, ())  # nodes are set by setup (needs quadrature)
+    if smoothing.form == "gaussian":
+        return Stein(smoothing.sigma, antithetic)
+    c = float(num_params) if smoothing.scale == "gradient-consistent" else 1.0
+    return Radial(smoothing.sigma, c, smoothing.radial == "ball", antithetic)
+
+
+def _check_combination(spec: KernelSpec) -> None:
+    est, att = spec.estimator, spec.attention
+    if est.name == "directional" and (
+        att is not None or est.sampling == "antithetic" or spec.smoothing.form != "gaussian"
+    ):
+        raise ValueError(
+            "estimator='directional' is Gaussian smoothing along directions with symmetric "
+            "Gauss-Hermite nodes: it takes no attention, antithetic sampling or paper form"
+        )
+    if att is not None and att.score == "loss" and est.sampling == "antithetic":
+        raise ValueError(
+            "attention score 'loss' compares L(θ+h) with L(θ), but sampling='antithetic' "
+            "evaluates θ+h and θ−h only: use sampling='iid', 'orthogonal' or 'qmc'"
+        )
+
+
+def setup(
+    f: Any, theta: Array, x1: Array, x2: Array | None, spec: KernelSpec
+) -> tuple[Problem, Array]:
+    """Validate the inputs against the model and options and make every decision that
+    depends on shapes (not values); return the problem and the inputs to evaluate
+    (x1, then x2, then the attention's reference inputs when given)."""
+    samples_arr = None if isinstance(spec.samples, int) else spec.samples
+    att = spec.attention
+    targets = None if att is None else att.targets
+    reference = None if att is None else att.reference
+    xp, (theta, x1, x2, samples_arr, targets, reference) = resolve(
+        theta=theta,
+        x1=x1,
+        x2=x2,
+        samples=samples_arr,
+        **{"attention.targets": targets, "attention.reference": reference},
+    )
+    _check_combination(spec)
+    model = bind(f, xp, theta, x1, x2)
+    if reference is not None:
+        bind(f, xp, theta, reference)
+        if tuple(reference.shape[1:]) != tuple(x1.shape[1:]):
+            raise ValueError(
+                f"`attention.reference` must have shape (N_ref, "
+                f"{', '.join(map(str, x1.shape[1:]))}) to match `x1`; got "
+                f"{tuple(reference.shape)}"
+            )
+    p, n_out = model.num_params, model.num_outputs
+    if samples_arr is not None:
+        check_ndim("samples", samples_arr, (2,), f"(M, {p})")
+        if samples_arr.shape[1] != p or samples_arr.shape[0] < 1:
+            raise ValueError(
+                f"`samples` must have shape (M, {p}) with M >= 1; got {tuple(samples_arr.shape)}"
+            )
+        if spec.estimator.sampling not in ("iid", "antithetic"):
+            raise ValueError(
+                "explicit `samples` are used as given: `sampling` must be 'iid' or 'antithetic'"
+            )
+        if spec.seed is not None:
+            raise ValueError("explicit `samples` need no `seed`")
+    check_finite(
+        xp,
+        theta=theta,
+        x1=x1,
+        x2=x2,
+        samples=samples_arr,
+        **{"attention.targets": targets, "attention.reference": reference},
+    )
+    n1 = x1.shape[0]
+    n2 = None if x2 is None else x2.shape[0]
+    parts = [x1] + ([] if x2 is None else [x2])
+    if reference is not None:
+        start = n1 + (n2 or 0)
+        ref = slice(start, start + reference.shape[0])
+        parts.append(reference)
+    else:
+        ref = slice(0, n1)
+    n_ref = ref.stop - ref.start
+    if targets is not None and tuple(targets.shape) not in ((n_ref,), (n_ref, n_out)):
+        raise ValueError(
+            f"`attention.targets` must have shape ({n_ref},) or ({n_ref}, {n_out}) to match "
+            f"the reference inputs; got {tuple(targets.shape)}"
+        )
+    x = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+    est_spec, res = spec.estimator, spec.resources
+    acc = xp.float64 if est_spec.accumulate == "float64" else theta.dtype
+    require_dtype(xp, acc)
+    itemsize = 4 if theta.dtype == xp.float32 else 8
+    m = spec.samples if isinstance(spec.samples, int) else samples_arr.shape[0]
+    form = make_form(spec.smoothing, est_spec.sampling, est_spec.name, p)
+    if isinstance(form, GaussHermite):
+        form = GaussHermite(form.sigma, gauss_hermite(est_spec.quadrature, form.sigma))
+    est = estimator(est_spec.name, paper=spec.smoothing.form == "paper")
+    budget = res.memory_budget or DEFAULT_BUDGET
+    plan = kernel_plan(
+        budget=budget,
+        samples_per_call=res.samples_per_call,
+        m=m,
+        p=p,
+        n1=n1,
+        n2=n1 if n2 is None else n2,
+        n_out=n_out,
+        itemsize=itemsize,
+        acc_size=4 if acc == xp.float32 else 8,
+        per_set=model.eval_bytes_per_set(x.shape[0], itemsize),
+        copies=form.copies,
+        estimator=est_spec.name,
+        sampling=est_spec.sampling,
+        explicit=samples_arr is not None,
+        route=res.route,
+        stderr=spec.stderr,
+        symmetric=x2 is None,
+    )
+    dirs = make_directions(
+        xp,
+        m if samples_arr is None else samples_arr,
+        est_spec.sampling,
+        spec.seed,
+        num_params=p,
+        dtype=theta.dtype,
+        device=device(theta),
+        group_size=plan.group_size,
+        cache_bytes=plan.cache_bytes,
+    )
+    needed = max(est.min_groups, 2 if spec.stderr else 1)
+    if len(dirs.groups) < needed:
+        raise ValueError(
+            f"estimator={est.name!r}{' with return_stderr' if spec.stderr else ''} needs at "
+            f"least {needed} independent samples (or groups); got samples={m}"
+        )
+    problem = Problem(
+        xp, theta, model, n1, n2, ref, targets, form, est, plan, dirs, acc, spec
+    )
+    return problem, x
+
+
+def rows(problem: Problem, x: Array, *, attention: bool) -> Differences:
+    """The differences D (n, O, M) of the inputs ``x`` under all M perturbations (with the
+    norms the attention scores need when ``attention``)."""
+    needs_norms = attention or (problem.est.diagonal and isinstance(problem.form, Radial))
+    return collect(
+        partial(problem.model.evaluate, x=x),
+        problem.theta,
+        problem.dirs,
+        problem.form,
+        chunk=problem.plan.chunk,
+        draw=problem.plan.draw,
+        acc=problem.acc,
+        norms=needs_norms,
+    )
+
+
+def scores(
+    problem: Problem,
+    att: Any,
+    diffs: Differences,
+    x: Array,
+    ref: slice,
+    num_ref: int,
+    targets: Array | None,
+) -> Array | None:
+    """This block's share of the attention scores (rows ``ref`` of ``x`` are reference
+    inputs, of ``num_ref`` in all; ``targets`` theirs) for the attention spec ``att``."""
+    xp = problem.xp
+    assert diffs.norms is not None
+    base = tg = None
+    if att.score == "loss" and ref.stop > ref.start:
+        out = problem.model.evaluate(problem.theta[None, :], x[ref, ...])[0, ...]
+        base = xp.astype(out, problem.acc, copy=False)
+        tg = xp.astype(targets if targets.ndim == 2 else targets[:, None], problem.acc, copy=False)
+    return att_mc.scores(
+        att,
+        xp,
+        diffs.raw,
+        diffs.norms.h_sq,
+        problem.form.sigma,
+        ref=ref,
+        num_ref=num_ref,
+        base_ref=base,
+        targets=tg,
+    )
+
+
+def sample_weights(problem: Problem, att: Any, total_scores: Array | None, n: int) -> Array:
+    """α (n, M): uniform 1/M without attention (``att`` None), else the softmax of the
+    summed scores."""
+    xp, m = problem.xp, problem.dirs.num_rows
+    if att is None:
+        return xp.full((n, m), 1.0 / m, dtype=problem.acc, device=device(problem.theta))
+    return att_mc.normalize(att, xp, total_scores, n)
+
+
+def weight_matrix(problem: Problem, diffs: Differences | None) -> Array:
+    """W of the bilinear form: the Gram (masked off-group for the U-statistic) or a diagonal.
+
+    Only the diagonal estimators read ``diffs``; the Gram comes from the directions alone.
+    """
+    return problem.est.weight_matrix(
+        problem.xp, problem.dirs, diffs, problem.acc, problem.plan.gram_rows
+    )
+
+
+def contract(
+    problem: Problem, a1: Array, al1: Array, a2: Array, al2: Array, w: Array
+) -> Array | tuple[Array, Array]:
+    """The kernel block (and standard error) of two blocks of weighted differences."""
+    xp, est, groups, full = problem.xp, problem.est, problem.groups, problem.spec.full
+    dtype = problem.theta.dtype
+    kernel = xp.astype(est.kernel(a1, al1, a2, al2, w, groups, full), dtype, copy=False)
+    if not problem.spec.stderr:
+        return kernel
+    se = Jackknife(JACKKNIFE_BATCHES).stderr(est, a1, al1, a2, al2, w, groups, full)
+    return kernel, xp.astype(se, dtype, copy=False)
+
+
+def compute(problem: Problem, x: Array) -> Array | tuple[Array, Array]:
+    """The whole kernel in memory: differences of all inputs, weights, one contraction."""
+    xp, n1, n2, att = problem.xp, problem.n1, problem.n2, problem.spec.attention
+    diffs = rows(problem, x, attention=att is not None)
+    a = diffs.raw * diffs.weights
+    s = None
+    if att is not None:
+        num_ref = problem.ref.stop - problem.ref.start
+        s = scores(problem, att, diffs, x, problem.ref, num_ref, problem.targets)
+    n_rows = n1 + (n2 or 0)
+    alpha = sample_weights(problem, att, s, x.shape[0])[:n_rows, ...]
+    a = a[:n_rows, ...] * alpha[:, None, :]
+    a1, al1 = a[:n1, ...], alpha[:n1, ...]
+    a2, al2 = (a1, al1) if n2 is None else (a[n1:, ...], alpha[n1:, ...])
+    if not problem.plan.stream:
+        return contract(problem, a1, al1, a2, al2, weight_matrix(problem, diffs))
+    full = problem.spec.full
+    num, u_sq = stream_numerator(
+        xp, problem.dirs, a1, a2, problem.acc, problem.plan.stream_rows, full, n2 is None
+    )
+    correction = problem.est.stream_correction(xp, a1, u_sq, a2, full)  # type: ignore[attr-defined]
+    if correction is not None:
+        num = num - correction
+    den = problem.est.denominator(xp, al1, al2, problem.groups)
+    return xp.astype(ratio(xp, num, den, full), problem.theta.dtype, copy=False)
+

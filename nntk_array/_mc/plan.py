@@ -1,0 +1,239 @@
+"""The memory plan: every chunk size, route and memory constant of the kernels, in one place.
+
+The plan depends on shapes and options only, never on values, so it is made before anything
+is drawn or evaluated, and the numbers a call returns do not depend on it (directions are
+drawn in fixed tiles, see :mod:`.directions`).
+
+How a budget B (bytes, default 384 MiB) is shared, and what grows beyond it:
+
+- model evaluations: a quarter (``EVAL_SHARE``) for one chunk's temporaries, as the model
+  reports them per parameter set (``eval_bytes_per_set``);
+- drawn directions: an eighth (``DRAW_SHARE``) for one drawn block of rows, counted with the
+  smoothing form's transient full-size copies;
+- the Gram route: two column blocks of the directions (M × ``COL_TILE``) and the M × M
+  matrices (``GRAM_MATRICES`` of them: the Gram, its masked copy, one product) — these grow
+  as M², outside the budget;
+- the stream route: an eighth (``STREAM_SHARE``) for a block of direction rows, plus the
+  (N, O, ``COL_TILE``) products;
+- what is left caches random tiles, so small problems draw each number once;
+- structured (orthogonal) groups: half (``STRUCTURED_SHARE``) for one group's QR.
+
+Beyond the budget, every route keeps the N × O × M differences and the N1 × N2 kernel.
+
+Independent groups of samples: ``JACKKNIFE_BATCHES`` for standard errors, 2 for the
+U-statistic (which pairs only rows of different groups), else 1.
+
+The exact local NTK is computed in blocks of inputs whose pair of temporaries stays near
+``NTK_BLOCK_BYTES``; symmetric kernels use up to ``SYMMETRIC_BLOCKS`` row blocks of at least
+``MIN_SYMMETRIC_BLOCK`` rows so the mirrored blocks save flops while each product stays large.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .directions import COL_TILE, ROW_TILE
+
+__all__ = [
+    "DEFAULT_BUDGET",
+    "JACKKNIFE_BATCHES",
+    "KernelPlan",
+    "chunk_rows",
+    "drawn_rows",
+    "grad_plan",
+    "kernel_plan",
+    "ntk_blocks",
+]
+
+DEFAULT_BUDGET = 384 * 2**20
+EVAL_SHARE = 4
+DRAW_SHARE = 8
+STREAM_SHARE = 8
+GRAM_ROW_SHARE = 4
+STRUCTURED_SHARE = 2
+GRAM_MATRICES = 3
+JACKKNIFE_BATCHES = 20
+U_STATISTIC_GROUPS = 2
+QR_COPIES = 3  # the Gaussian block, Q and the scaled rows of one orthogonal group
+
+NTK_BLOCK_BYTES = 256 * 2**20
+NTK_MAX_BLOCK = 4096
+SYMMETRIC_BLOCKS = 4
+MIN_SYMMETRIC_BLOCK = 256
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """Decisions for one Monte Carlo call.
+
+    ``chunk`` perturbations per model call, ``draw`` rows of directions drawn at once,
+    ``cache_bytes`` for random tiles, ``group_size`` rows per group of dependent samples,
+    ``stream`` whether to contract by column streaming instead of the Gram, and the row
+    blocks of the two contraction routes.
+    """
+
+    budget: int
+    chunk: int
+    draw: int
+    cache_bytes: int
+    group_size: int
+    stream: bool
+    gram_rows: int
+    stream_rows: int
+
+
+def chunk_rows(samples_per_call: int | None, budget: int, per_set: int, num_rows: int) -> int:
+    """Parameter sets per batched evaluation: ``samples_per_call``, or a quarter of the
+    budget's worth of evaluation temporaries, rounded to divide or fill whole row tiles."""
+    if samples_per_call is not None:
+        return min(samples_per_call, num_rows)
+    rows = max(1, (budget // EVAL_SHARE) // max(per_set, 1))
+    if rows >= ROW_TILE:
+        rows -= rows % ROW_TILE
+    else:  # a power of two divides the tile height
+        rows = 1 << (rows.bit_length() - 1)
+    return min(rows, num_rows)
+
+
+def drawn_rows(budget: int, row_bytes: int) -> int:
+    """Rows of directions drawn at once: whole tiles, about an eighth of the budget (rows of
+    ``row_bytes`` including their transient copies), at least one tile."""
+    return ROW_TILE * max(1, (budget // DRAW_SHARE) // max(row_bytes * ROW_TILE, 1))
+
+
+def _group_size(m: int, p: int, n_groups: int, orthogonal: bool, budget: int, itemsize: int) -> int:
+    size = -(-m // n_groups)
+    if orthogonal:  # at most P orthogonal rows, and one group's QR within the budget
+        size = min(size, p, max(1, (budget // STRUCTURED_SHARE) // (QR_COPIES * itemsize * p)))
+    return max(1, size)
+
+
+def _stream_pays(m: int, n1: int, n2: int, symmetric: bool) -> bool:
+    """Streaming costs ~2·N·M·P + 2·N1·N2·P·… against ~M²·P for the Gram."""
+    n_all = n1 if symmetric else n1 + n2
+    return 2 * n_all * m + 2 * n1 * n2 < m * m
+
+
+def kernel_plan(
+    *,
+    budget: int,
+    samples_per_call: int | None,
+    m: int,
+    p: int,
+    n1: int,
+    n2: int,
+    n_out: int,
+    itemsize: int,
+    acc_size: int,
+    per_set: int,
+    copies: int,
+    estimator: str,
+    sampling: str,
+    explicit: bool,
+    route: str,
+    stderr: bool,
+    symmetric: bool,
+) -> KernelPlan:
+    """The plan of a nonlocal kernel (see the module docstring for the constants).
+
+    Raises
+    ------
+    ValueError
+        ``route="stream"`` where it cannot be taken (structured sampling, a diagonal
+        estimator, or standard errors).
+    """
+    row_bytes = p * itemsize * copies
+    draw = drawn_rows(budget, row_bytes)
+    chunk = chunk_rows(samples_per_call, budget, per_set, m)
+    if samples_per_call is None:
+        chunk = min(chunk, draw)
+    eval_bytes = draw * row_bytes + chunk * per_set
+    # Streaming needs regenerable columns and independent rows, and gives no standard error.
+    streamable = estimator in ("plugin", "unbiased") and (
+        explicit or sampling in ("iid", "antithetic")
+    )
+    if route == "stream":
+        if not streamable:
+            raise ValueError(
+                "route='stream' needs estimator 'plugin' or 'unbiased' and column-regenerable "
+                "directions (sampling 'iid', 'antithetic' or explicit samples)"
+            )
+        if stderr:
+            raise ValueError("route='stream' gives no standard error; use route='gram'")
+    stream = route == "stream" or (
+        route == "auto" and streamable and not stderr and _stream_pays(m, n1, n2, symmetric)
+    )
+    stream_rows = max(1, (budget // STREAM_SHARE) // (COL_TILE * acc_size))
+    if stream:
+        gram_bytes = budget // STREAM_SHARE + 2 * (n1 + n2) * n_out * COL_TILE * acc_size
+    else:
+        gram_bytes = 2 * COL_TILE * m * acc_size + GRAM_MATRICES * m * m * acc_size
+    n_groups = JACKKNIFE_BATCHES if stderr else U_STATISTIC_GROUPS if estimator == "unbiased" else 1
+    return KernelPlan(
+        budget=budget,
+        chunk=chunk,
+        draw=draw,
+        cache_bytes=max(0, budget - max(eval_bytes, gram_bytes)),
+        group_size=_group_size(m, p, n_groups, sampling == "orthogonal", budget, itemsize),
+        stream=stream,
+        gram_rows=max(1, (budget // GRAM_ROW_SHARE) // (p * acc_size)),
+        stream_rows=stream_rows,
+    )
+
+
+def grad_plan(
+    *,
+    budget: int,
+    samples_per_call: int | None,
+    m: int,
+    p: int,
+    n_out: int,
+    itemsize: int,
+    copies: int,
+    stderr: bool,
+) -> KernelPlan:
+    """The plan of a nonlocal gradient: chunks of perturbations against the (F, P) running
+    sums; no random tiles are cached (each row is used once)."""
+    per_set = itemsize * (4 * p + 4 * n_out)
+    n_groups = JACKKNIFE_BATCHES if stderr else 1
+    group = max(1, min(-(-m // n_groups), p))  # structured samplers: at most P rows a group
+    return KernelPlan(
+        budget=budget,
+        chunk=chunk_rows(samples_per_call, budget, per_set, m),
+        draw=drawn_rows(budget, p * itemsize * copies),
+        cache_bytes=0,
+        group_size=group,
+        stream=False,
+        gram_rows=0,
+        stream_rows=0,
+    )
+
+
+def ntk_blocks(
+    batch_size: int | None,
+    n1: int,
+    n2: int | None,
+    *,
+    n_out: int,
+    full: bool,
+    per_input: int,
+    itemsize: int,
+) -> tuple[int, bool]:
+    """(inputs per block, whether every block's factors are kept) of the exact local NTK;
+    ``n2`` is ``None`` for a symmetric kernel."""
+    if batch_size is None:
+        pair = (n_out * n_out if full else 1) * 4 * itemsize
+        batch_size = max(
+            1,
+            min(
+                NTK_MAX_BLOCK,
+                math.isqrt(NTK_BLOCK_BYTES // pair),
+                NTK_BLOCK_BYTES // (per_input * itemsize),
+            ),
+        )
+        if n2 is None:  # only the upper block triangle is computed: 10/16 of it at 4 blocks
+            quarter = -(-n1 // SYMMETRIC_BLOCKS)
+            batch_size = min(batch_size, max(MIN_SYMMETRIC_BLOCK, quarter))
+    cache = (n1 + (n2 or 0)) * per_input * itemsize <= NTK_BLOCK_BYTES
+    return batch_size, cache

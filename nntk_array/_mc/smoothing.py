@@ -1,0 +1,175 @@
+"""Smoothing forms: how directions become perturbations, which evaluations they need, and
+how the differences are weighted.
+
+For a row u_m of the directions a form returns the perturbation h_m = t_m u_m and the weight
+w_m that turns the model difference into a gradient row, ĝ = mean_m D_m w_m u_m:
+
+- :class:`Stein` (Gaussian form): h = σu, w = 1/σ, D = f(θ+h) − f(θ);
+- :class:`Radial` (paper form): h = σu (Gaussian radial density) or radius σV^{1/P} along
+  u/‖u‖ (uniform ball), w = c t/‖h‖², D = f(θ+h) − f(θ);
+- :class:`GaussHermite` (directional smoothing): unit directions ξ = u/‖u‖, w = 1,
+  D = Σ_q coef_q [f(θ + σ r_q ξ) − f(θ − σ r_q ξ)].
+
+With ``antithetic`` pairs the first two use D = f(θ+h) − f(θ−h) and half the weight.
+(docs: Mathematics, 'Nonlocal gradients' and 'Kernel estimators'.)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._typing import Array
+from .directions import Directions
+
+__all__ = ["Form", "GaussHermite", "Perturbed", "Radial", "Stein", "gauss_hermite"]
+
+Evaluate = Callable[[Array], Array]  # (B, P) -> (B, N, O)
+
+
+@dataclass
+class Perturbed:
+    """A block of perturbations: h (rows, P), t and w (floats or (rows,) arrays) with
+    h = t·u, and the squared norms |u|² (rows,) where asked for or needed."""
+
+    h: Array
+    t: float | Array
+    w: float | Array
+    u_sq: Array | None
+
+
+class Form:
+    """The interface of a smoothing form (see the module docstring)."""
+
+    sigma: float
+    #: whether the differences need f(θ) (one extra evaluation in all)
+    needs_base: bool
+    #: model evaluations per direction
+    evaluations: int
+    #: full-size copies of a drawn block alive while it is perturbed (the memory plan's count)
+    copies: int
+
+    def perturb(self, dirs: Directions, start: int, stop: int, *, norms: bool) -> Perturbed:
+        """Rows ``start:stop`` as perturbations; ``norms`` asks for |u|² too."""
+        raise NotImplementedError
+
+    def difference(self, evaluate: Evaluate, theta: Array, h: Array, base: Array | None) -> Array:
+        """The differences D (B, N, O) for perturbations h (B, P)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Stein(Form):
+    """Gaussian (Stein) form: h = σu, w = 1/σ; mirrored pairs with ``antithetic``."""
+
+    sigma: float
+    antithetic: bool = False
+
+    @property
+    def needs_base(self) -> bool:  # type: ignore[override]
+        return not self.antithetic
+
+    @property
+    def evaluations(self) -> int:  # type: ignore[override]
+        return 2 if self.antithetic else 1
+
+    @property
+    def copies(self) -> int:  # type: ignore[override]
+        return 3 if self.antithetic else 2
+
+    def perturb(self, dirs: Directions, start: int, stop: int, *, norms: bool) -> Perturbed:
+        xp = dirs.xp
+        h = dirs.rows(start, stop, fresh=True)
+        u_sq = xp.sum(h * h, axis=1) if norms else None
+        h *= self.sigma  # a fresh block: scaled in place, no second full-size temporary
+        w = 0.5 / self.sigma if self.antithetic else 1.0 / self.sigma
+        return Perturbed(h, self.sigma, w, u_sq)
+
+    def difference(self, evaluate: Evaluate, theta: Array, h: Array, base: Array | None) -> Array:
+        if self.antithetic:
+            return evaluate(theta + h) - evaluate(theta - h)
+        return evaluate(theta + h) - base
+
+
+@dataclass(frozen=True)
+class Radial(Form):
+    """Paper form: c E[(f(θ+h) − f(θ)) h/‖h‖²] with a Gaussian or uniform-ball radius."""
+
+    sigma: float
+    scale: float
+    ball: bool = False
+    antithetic: bool = False
+
+    @property
+    def needs_base(self) -> bool:  # type: ignore[override]
+        return not self.antithetic
+
+    @property
+    def evaluations(self) -> int:  # type: ignore[override]
+        return 2 if self.antithetic else 1
+
+    copies = 3
+
+    def perturb(self, dirs: Directions, start: int, stop: int, *, norms: bool) -> Perturbed:
+        xp = dirs.xp
+        u = dirs.rows(start, stop)
+        sq = xp.sum(u * u, axis=1)
+        uniforms = dirs.radial_uniforms(start, stop) if self.ball else None
+        if uniforms is None:  # Gaussian radial density, or explicit rows used as given
+            t: float | Array = self.sigma
+            h = self.sigma * u
+            w: float | Array = self.scale / (self.sigma * sq)
+        else:  # uniform in the σ-ball: radius σ V^{1/P} along u/|u|
+            t = self.sigma * uniforms ** (1.0 / u.shape[1]) / xp.sqrt(sq)
+            h = u * t[:, None]
+            w = self.scale / (t * sq)
+        if self.antithetic:
+            w = 0.5 * w
+        return Perturbed(h, t, w, sq)
+
+    difference = Stein.difference
+
+
+@dataclass(frozen=True)
+class GaussHermite(Form):
+    """Directional Gaussian smoothing along unit directions with Gauss–Hermite nodes."""
+
+    sigma: float
+    nodes: tuple[tuple[float, float], ...]
+    needs_base = False
+    copies = 3
+
+    @property
+    def evaluations(self) -> int:  # type: ignore[override]
+        return 2 * len(self.nodes)
+
+    def perturb(self, dirs: Directions, start: int, stop: int, *, norms: bool) -> Perturbed:
+        xp = dirs.xp
+        u = dirs.rows(start, stop)
+        sq = xp.sum(u * u, axis=1)
+        t = self.sigma / xp.sqrt(sq)
+        return Perturbed(u * t[:, None], t, xp.ones_like(sq), sq)
+
+    def difference(self, evaluate: Evaluate, theta: Array, h: Array, base: Array | None) -> Array:
+        d = None
+        for radius, coef in self.nodes:
+            term = evaluate(theta + radius * h) - evaluate(theta - radius * h)
+            d = coef * term if d is None else d + coef * term
+        return d
+
+
+def gauss_hermite(order: int, sigma: float) -> tuple[tuple[float, float], ...]:
+    """Pairs (√2 v_q, √2 w_q v_q / (√π σ)) over the positive Gauss–Hermite nodes v_q.
+
+    D_k f = Σ_q coef_q [f(θ + σ r_q ξ_k) − f(θ − σ r_q ξ_k)] is the directional Gaussian
+    smoothing derivative with ``order`` nodes; the node at 0 has no weight.
+    """
+    v, w = np.polynomial.hermite.hermgauss(order)
+    return tuple(
+        (math.sqrt(2.0) * float(vq), math.sqrt(2.0) * float(wq * vq) / (math.sqrt(math.pi) * sigma))
+        for vq, wq in zip(v, w, strict=True)
+        if vq > 0
+    )

@@ -1,0 +1,208 @@
+"""The model protocol: what the kernels ask of a model, and what they use when it offers more.
+
+A model is anything with
+
+``num_params``
+    P, the length of the flat parameter vector θ;
+``apply(thetas, x)``
+    a batch of parameter vectors (B, P) and inputs (N, ...) to outputs (B, N) or (B, N, O).
+
+A plain callable ``f(thetas, x)`` with the same contract works too: P is then read off the
+``theta`` it is called at. Everything else is an optional *capability*, looked up by name, so
+any model (the built-in :class:`~nntk_array.MLP`, an adapter over a framework's module, a
+user's class) can offer the structured treatment without inheriting from anything:
+
+``out_features``
+    O, so that the output shape need not be probed with an evaluation.
+``check_x(name, x)``
+    Raise ``ValueError`` for inputs of the wrong shape (named ``name`` in the message).
+``apply_unchecked(thetas, x)``
+    ``apply`` without argument checks; the kernels validate once and then call this per chunk.
+``eval_bytes_per_set(n_inputs, itemsize)``
+    Bytes one parameter set needs in a batched evaluation: the memory plan sizes chunks of
+    perturbations with it.
+``ntk_terms(xp, theta, x)`` and ``ntk_numbers_per_input``
+    Per-layer factors of the exact NTK (a list of :class:`NTKTerm`) and how many numbers they
+    hold per input; without them the NTK comes from the array library's autodiff.
+``jvp(theta, x, tangents)``
+    Jacobian-vector products J(x) vᵀ for tangents (K, P), shape (K, N, O).
+``linear_blocks``
+    ``(start, stop)`` ranges of θ that enter the output linearly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from .._typing import Array, Namespace
+from .._validate import check_ndim
+from .._xp import resolve
+from ..backends.autodiff import jacobian, jvp
+
+__all__ = ["Bound", "Model", "NTKTerm", "bind"]
+
+
+@runtime_checkable
+class Model(Protocol):
+    """What every model offers: a parameter count and a batched evaluation.
+
+    Examples
+    --------
+    >>> import nntk_array as nk
+    >>> isinstance(nk.MLP(1, (4,)), nk.Model)
+    True
+    """
+
+    @property
+    def num_params(self) -> int:
+        """P, the length of the flat parameter vector."""
+
+    def apply(self, theta: Array, x: Array) -> Array:
+        """Outputs (B, N) or (B, N, O) for parameters (B, P) and inputs (N, ...)."""
+
+
+@dataclass(frozen=True)
+class NTKTerm:
+    """One layer's share of the structured NTK: ``(a a'ᵀ + bias_sq) ⊙ (δ·δ')``.
+
+    ``a`` is the layer input scaled by its weight coefficient, shape ``(N, fan_in)``, or
+    ``None`` where the term has no input factor (a plain Jacobian);
+    ``delta`` the output sensitivities to the layer's pre-activations, shape
+    ``(N, O, fan_out)``, or ``None`` for the output layer, where it is the identity.
+    """
+
+    a: Array | None
+    bias_sq: float
+    delta: Array | None
+
+
+Evaluate = Callable[[Array], Array]
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A model bound to validated parameters and inputs: what the engine calls.
+
+    ``evaluate(thetas, x)`` returns (B, N, O) without argument checks; the optional
+    capabilities are ``None`` where the model lacks them.
+    """
+
+    num_params: int
+    num_outputs: int
+    evaluate: Callable[[Array, Array], Array]
+    eval_bytes_per_set: Callable[[int, int], int]
+    ntk_terms: Callable[[Namespace, Array, Array], list[NTKTerm]]
+    ntk_numbers_per_input: int
+    jvp: Callable[[Array, Array, Array], Array] | None
+    linear_blocks: tuple[tuple[int, int], ...]
+
+
+def _as_3d(out: Array) -> Array:
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def bind(f: Any, xp: Namespace, theta: Array, x1: Array, x2: Array | None = None) -> Bound:
+    """Validate ``theta`` and the inputs against the model ``f`` and bind them.
+
+    Raises
+    ------
+    TypeError
+        ``f`` is neither a model nor a callable.
+    ValueError
+        Shapes that do not fit the model, no inputs, or a callable whose outputs are not
+        (B, N) or (B, N, O).
+    """
+    is_model = hasattr(f, "num_params") and hasattr(f, "apply")
+    if not is_model and not callable(f):
+        raise TypeError(
+            f"`f` must be a model (num_params and apply(thetas, x)) or a callable "
+            f"f(thetas, x); got {type(f).__name__}"
+        )
+    check_ndim("theta", theta, (1,), "(P,)")
+    p = int(f.num_params) if is_model else theta.shape[0]
+    if theta.shape[0] != p:
+        raise ValueError(f"`theta` must have shape ({p},) for this model; got {tuple(theta.shape)}")
+    check_x = getattr(f, "check_x", None)
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is None:
+            continue
+        if check_x is not None:
+            check_x(name, x)
+        else:
+            check_ndim(name, x, tuple(range(1, 33)), f"({name[0].upper()}{name[1]}, ...)")
+        if x.shape[0] == 0:
+            raise ValueError(f"`{name}` must hold at least one input; got shape {tuple(x.shape)}")
+    if x2 is not None and tuple(x2.shape[1:]) != tuple(x1.shape[1:]):
+        raise ValueError(
+            f"`x2` must have shape (N2, {', '.join(map(str, x1.shape[1:]))}) to match `x1`; "
+            f"got shape {tuple(x2.shape)}"
+        )
+    apply = getattr(f, "apply_unchecked", None) or (f.apply if is_model else f)
+
+    def evaluate(thetas: Array, x: Array) -> Array:
+        return _as_3d(apply(thetas, x))
+
+    n_out = getattr(f, "out_features", None)
+    if n_out is None:
+        n_out = _probe_outputs(apply, theta, x1[: min(2, x1.shape[0]), ...])
+    itemsize = 4 if theta.dtype == xp.float32 else 8
+    eval_bytes = getattr(f, "eval_bytes_per_set", None)
+    if eval_bytes is None:  # outputs and a few temporaries of that size per set
+
+        def eval_bytes(n: int, size: int) -> int:
+            return 4 * size * n * n_out
+
+    terms = getattr(f, "ntk_terms", None)
+    per_input = getattr(f, "ntk_numbers_per_input", None)
+    if terms is None:
+        terms, per_input = _autodiff_terms(apply), n_out * p
+    model_jvp = getattr(f, "jvp", None)
+    if model_jvp is None:
+        model_jvp = _autodiff_jvp(xp, apply)
+    del itemsize
+    return Bound(
+        num_params=p,
+        num_outputs=int(n_out),
+        evaluate=evaluate,
+        eval_bytes_per_set=eval_bytes,
+        ntk_terms=terms,
+        ntk_numbers_per_input=int(per_input),
+        jvp=model_jvp,
+        linear_blocks=tuple(getattr(f, "linear_blocks", ())),
+    )
+
+
+def _probe_outputs(apply: Callable[[Array, Array], Array], theta: Array, x: Array) -> int:
+    """O from one evaluation on a couple of inputs; checks the output contract."""
+    n = x.shape[0]
+    out = apply(theta[None, :], x)
+    if not hasattr(out, "shape") or out.ndim not in (2, 3) or tuple(out.shape[:2]) != (1, n):
+        raise ValueError(
+            f"`f(thetas, x)` must return shape (B, N) or (B, N, O); for thetas of shape "
+            f"(1, P) and N = {n} inputs it returned {getattr(out, 'shape', type(out))}"
+        )
+    resolve(theta=theta, output=out)  # same library and device, floating dtype
+    return 1 if out.ndim == 2 else int(out.shape[2])
+
+
+def _autodiff_terms(
+    apply: Callable[[Array, Array], Array],
+) -> Callable[[Namespace, Array, Array], list[NTKTerm]]:
+    def terms(xp: Namespace, theta: Array, x: Array) -> list[NTKTerm]:
+        jac = jacobian(apply, theta, x, xp=xp)  # (N, P) or (N, O, P)
+        return [NTKTerm(None, 0.0, jac[:, None, :] if jac.ndim == 2 else jac)]
+
+    return terms
+
+
+def _autodiff_jvp(
+    xp: Namespace, apply: Callable[[Array, Array], Array]
+) -> Callable[[Array, Array, Array], Array]:
+    def model_jvp(theta: Array, x: Array, tangents: Array) -> Array:
+        outs = [_as_3d(jvp(apply, theta, x, tangents[k, :], xp=xp)[1][None, ...])[0] for k in
+                range(tangents.shape[0])]
+        return xp.stack(outs)
+
+    return model_jvp
