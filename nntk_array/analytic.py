@@ -13,7 +13,7 @@ nngp' = κ_φ(Σ), ntk' = κ_φ'(Σ) ntk, with κ_ψ(Σ) = E ψ(u) ψ(u'), (u, u
   κ' = (4/π)/√((1 + 2Σ₁₁)(1 + 2Σ₂₂) − 4Σ₁₂²);
 * sign: κ = 1 − 2θ/π and, as in neural-tangents, κ' = 0 (the a.e. derivative).
 
-``smoothing=σ > 0`` gives the Gaussian-smoothed kernel (the fixed-kernel NNTK, Stein form) of
+``sigma=σ > 0`` gives the Gaussian-smoothed kernel (the fixed-kernel NNTK, Stein form) of
 a one-hidden-layer network: every parameter perturbed by N(0, σ²) adds independent noise of
 variance σ²Σ(x, x) to each pre-activation, so κ and κ' are taken at
 Σ̃ = [[(1 + σ²)Σ₁₁, Σ₁₂], [Σ₁₂, (1 + σ²)Σ₂₂]] while the factor Σ₁₂ in front of κ' is not
@@ -27,6 +27,7 @@ import math
 from ._typing import Array, Namespace
 from ._validate import check_choice, check_finite, check_ndim, check_positive_float
 from ._xp import resolve
+from .options import renamed
 
 __all__ = ["ACTIVATIONS", "nngp", "ntk"]
 
@@ -41,7 +42,8 @@ def ntk(
     depth: int = 1,
     weight_std: float = 1.0,
     bias_std: float = 1.0,
-    smoothing: float = 0.0,
+    sigma: float = 0.0,
+    smoothing: float | None = None,
 ) -> Array:
     """Infinite-width NTK Θ(x1, x2) of an MLP with ``depth`` hidden layers and one output.
 
@@ -55,9 +57,11 @@ def ntk(
         Number of hidden layers L >= 1.
     weight_std, bias_std : float, default 1.0
         σ_w > 0 and σ_b >= 0 of every layer (NTK parameterization).
-    smoothing : float, default 0.0
-        σ of the Gaussian parameter smoothing (one hidden layer only): the infinite-width
-        fixed-kernel NNTK in Stein form.
+    sigma : float, default 0.0
+        σ of the Gaussian parameter smoothing (one hidden layer only), as in
+        :func:`nntk_array.nntk`: the infinite-width fixed-kernel NNTK in Stein form.
+    smoothing : float, optional
+        The name of ``sigma`` before 0.3 (deprecated).
 
     Returns
     -------
@@ -69,17 +73,23 @@ def ntk(
         Non-floating or mixed-library inputs.
     ValueError
         Shapes, NaN/inf, an unknown activation, ``depth < 1``, bad standard deviations,
-        ``smoothing > 0`` with ``depth > 1``.
+        ``sigma > 0`` with ``depth > 1``.
+
+    Warns
+    -----
+    DeprecationWarning
+        For ``smoothing=`` (now ``sigma=``).
 
     Examples
     --------
     >>> import numpy as np
     >>> import nntk_array as nk
     >>> x = np.array([[-1.0], [-1 / 3], [1 / 3], [1.0]])
-    >>> np.round(nk.analytic.ntk(x, activation="sign", smoothing=0.5)[0], 4)  # math.md §7.2
+    >>> np.round(nk.analytic.ntk(x, activation="sign", sigma=0.5)[0], 4)  # docs: Mathematics
     array([2.4392, 2.1597, 1.4768, 1.    ])
     """
-    return _kernel(x1, x2, activation, depth, weight_std, bias_std, smoothing, want_ntk=True)
+    sigma = renamed("sigma", "smoothing", sigma, smoothing, default=0.0)
+    return _kernel(x1, x2, activation, depth, weight_std, bias_std, sigma, want_ntk=True)
 
 
 def nngp(
@@ -134,7 +144,7 @@ def _kernel(
     depth: int,
     weight_std: float,
     bias_std: float,
-    smoothing: float,
+    sigma: float,
     *,
     want_ntk: bool,
 ) -> Array:
@@ -152,10 +162,10 @@ def _kernel(
     if isinstance(bias_std, bool) or not isinstance(bias_std, (int, float)) or not bias_std >= 0:
         raise ValueError(f"`bias_std` must be >= 0; got {bias_std!r}")
     sb2 = float(bias_std) ** 2
-    if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or smoothing < 0:
-        raise ValueError(f"`smoothing` must be >= 0; got {smoothing!r}")
-    if smoothing > 0 and depth > 1:
-        raise ValueError("`smoothing` has a closed form for one hidden layer only (depth=1)")
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or sigma < 0:
+        raise ValueError(f"`sigma` must be >= 0; got {sigma!r}")
+    if sigma > 0 and depth > 1:
+        raise ValueError("`sigma` > 0 has a closed form for one hidden layer only (depth=1)")
     x2_ = x1 if x2 is None else x2
     d = x1.shape[1]
     # first dense layer: covariances of the pre-activations
@@ -163,9 +173,9 @@ def _kernel(
     s11 = sw2 * xp.sum(x1 * x1, axis=1) / d + sb2
     s22 = sw2 * xp.sum(x2_ * x2_, axis=1) / d + sb2
     theta = s12
-    infl = 1.0 + float(smoothing) ** 2
+    infl = 1.0 + float(sigma) ** 2
     for _ in range(depth):
-        k, kd = _dual(xp, activation, s11[:, None] * infl, s12, s22[None, :] * infl, smoothing > 0)
+        k, kd = _dual(xp, activation, s11[:, None] * infl, s12, s22[None, :] * infl, sigma > 0)
         theta = kd * theta
         s12 = sw2 * k + sb2
         theta = sw2 * theta + s12

@@ -23,7 +23,7 @@ class TestClosedForms:
     @pytest.mark.parametrize("activation", ["relu", "erf", "sign"])
     def test_wide_finite_network_converges_at_rate_one_over_sqrt_width(self, activation):
         x = np.linspace(-1, 1, 4)[:, None]
-        exact = nk.analytic.ntk(x, activation=activation, smoothing=0.3)
+        exact = nk.analytic.ntk(x, activation=activation, sigma=0.3)
         errs = []
         for width in (64, 1024):
             model = nk.MLP(1, (width,), activation=activation)

@@ -289,11 +289,11 @@ class TestStructure:
         model, theta, x1, x2 = self._setup(make)
         ref = _np(nk.nntk(model, theta, x1, x2, sigma=0.2, samples=70, seed=3))
         for kw in (
-            {"batch_size": 1},
-            {"batch_size": 17},
+            {"samples_per_call": 1},
+            {"samples_per_call": 17},
             {"memory_budget": 2**12},
             {"route": "stream"},
-            {"route": "gram", "batch_size": 64},
+            {"route": "gram", "samples_per_call": 64},
         ):
             k = _np(nk.nntk(model, theta, x1, x2, sigma=0.2, samples=70, seed=3, **kw))
             np.testing.assert_allclose(

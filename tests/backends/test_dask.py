@@ -137,7 +137,7 @@ def test_dask_input_errors() -> None:
     theta = MODEL.init(0, xp=np)
     d1 = da.from_array(X1, chunks=15)
     with pytest.raises(TypeError, match="seed"):
-        nk.nntk(MODEL, theta, d1, sigma=0.3, samples=64, rng=np.random.default_rng(0))
+        nk.nntk(MODEL, theta, d1, sigma=0.3, samples=64, seed=np.random.default_rng(0))
     with pytest.raises(ValueError, match="callable attention"):
         nk.nntk(
             MODEL,
