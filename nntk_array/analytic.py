@@ -1,6 +1,6 @@
 """Infinite-width NTK and NNGP of the built-in MLP, and their Gaussian-smoothed versions.
 
-Closed forms in pure array-API code (math.md §7.2), with neural-tangents' conventions: the
+Closed forms in pure array-API code (docs: Mathematics, 'Infinite width'), with neural-tangents' conventions: the
 network ``nk.MLP(d, (m,) * L, 1, activation, parameterization="ntk")`` with standard deviations
 ``weight_std`` (σ_w) and ``bias_std`` (σ_b) in every layer, i.e. ``stax.serial(Dense(m, σ_w,
 σ_b), φ, ..., Dense(1, σ_w, σ_b))``. The recursion over a dense layer is

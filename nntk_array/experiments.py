@@ -1,7 +1,8 @@
-"""The kernel study behind ``python -m nntk_array reproduce`` (math.md §10).
+"""The kernel study behind ``python -m nntk_array reproduce``.
 
-**The paper's own protocol and numbers are not available** (only its abstract could be read),
-so this protocol is ours: 1-D regression of the non-smooth targets sign(x), a sawtooth and
+**The paper's own protocol and numbers are not available** (only its abstract was available
+to us in a form we could use), so this protocol is ours (docs: Mathematics, 'The study
+protocol'): 1-D regression of the non-smooth targets sign(x), a sawtooth and
 ReLU(x) on [-1, 1] with the kernels of a one-hidden-layer ReLU MLP at initialization — the
 local NTK, the infinite-width NTK, the fixed-kernel NNTK over a σ sweep and an attention NNTK
 — predicted by kernel ridge regression and linearized gradient flow, with test errors (also
@@ -131,7 +132,8 @@ def run_study(
             sigma=cfg.attention_sigma,
             samples=cfg.samples,
             seed=1000 + seed,
-            attention=Attention(score="output"),
+            # the weights see the training inputs only, as a fit to them would
+            attention=Attention(score="output", reference=x_all[:n, ...]),
             estimator="plugin",
         )
         for name, k in kernels.items():

@@ -1,4 +1,4 @@
-"""Error and alignment metrics of the kernel study (math.md §6, §10)."""
+"""Error and alignment metrics of the kernel study (docs: Mathematics, 'Prediction' and 'The study protocol')."""
 
 from __future__ import annotations
 

@@ -13,10 +13,10 @@ GRID = np.array([[-1.0], [-1 / 3], [1 / 3], [1.0]])
 
 
 class TestClosedForms:
-    def test_smoothed_sign_numbers_of_math_md(self, make, dtype):
-        k = nk.analytic.ntk(make(GRID), activation="sign", smoothing=0.5)
+    def test_smoothed_sign_numbers_of_the_mathematics_page(self, make, dtype):
+        k = nk.analytic.ntk(make(GRID), activation="sign", sigma=0.5)
         assert array_namespace(k) is array_namespace(make(GRID)) and k.dtype == dtype
-        # math.md §7.2 (without the output bias, which adds 1): row 0 and the diagonal
+        # docs: Mathematics, 'Infinite width' (without the output bias, which adds 1): row 0 and the diagonal
         np.testing.assert_allclose(to_numpy(k)[0] - 1, [1.4392, 1.1597, 0.4768, 0.0], atol=1e-4)
         np.testing.assert_allclose(np.diag(to_numpy(k)) - 1, 0.5903 + 0.8488, atol=1e-4)
 
@@ -64,9 +64,9 @@ class TestClosedForms:
         with pytest.raises(ValueError, match="depth"):
             nk.analytic.ntk(make(GRID), depth=0)
         with pytest.raises(ValueError, match="one hidden layer"):
-            nk.analytic.ntk(make(GRID), depth=2, smoothing=0.1)
-        with pytest.raises(ValueError, match="smoothing"):
-            nk.analytic.ntk(make(GRID), smoothing=-1.0)
+            nk.analytic.ntk(make(GRID), depth=2, sigma=0.1)
+        with pytest.raises(ValueError, match="`sigma` must be >= 0"):
+            nk.analytic.ntk(make(GRID), sigma=-1.0)
         with pytest.raises(ValueError, match="weight_std"):
             nk.analytic.ntk(make(GRID), weight_std=0.0)
         with pytest.raises(ValueError, match="x2"):

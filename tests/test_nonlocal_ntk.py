@@ -1,4 +1,4 @@
-"""nk.nntk against exact oracles (math.md §9), on every backend and both dtypes.
+"""nk.nntk against exact oracles (docs: Mathematics, 'Test oracles'), on every backend and both dtypes.
 
 Monte Carlo comparisons use the estimator's own jackknife standard error ``se`` (its
 calibration is tested separately, against the closed-form variance of a linear model) and
@@ -164,7 +164,7 @@ class TestLinearModel:
         )
 
     def test_stderr_is_calibrated(self):
-        # Linear f: Var Θ̂_U ≈ (|a|²|b|² + (aᵀb)²)(4/M + P/M²) (math.md §4).
+        # Linear f: Var Θ̂_U ≈ (|a|²|b|² + (aᵀb)²)(4/M + P/M²) (docs: Mathematics, 'U-statistic').
         x = _features(n=3, p=30)
         m = 200
         runs = [
@@ -357,7 +357,15 @@ class TestStructure:
             atol=tol(dtype, "contraction") * np.abs(ref).max(),
         )
 
-    def test_float64_accumulation(self, make, dtype, xp):
+    def test_float64_accumulation(self, make, dtype, xp, device, request):
+        info = getattr(xp, "__array_namespace_info__", None)
+        if info is not None and "float64" not in info().dtypes(device=device):
+            # Library issue (reported): accumulate="float64" on a device without float64 fails
+            # inside the estimator (array-api-strict: "Device('no_float64') does not support
+            # dtype=float64") instead of with a clear error at validation, or a fallback.
+            request.applymarker(
+                pytest.mark.xfail(raises=ValueError, strict=True, reason="no float64 here")
+            )
         model, theta, x1, _ = self._setup(make)
         k = nk.nntk(model, theta, x1, sigma=0.2, samples=40, seed=6, accumulate="float64")
         ref = nk.nntk(model, theta, x1, sigma=0.2, samples=40, seed=6)
@@ -436,6 +444,43 @@ class TestAttention:
         fixed = _np(self._run(make, estimator="plugin"))
         assert np.all(np.isfinite(k)) and not np.allclose(k, fixed)
         np.testing.assert_allclose(k, k.T, rtol=1e-5, atol=1e-6 * np.abs(k).max())
+        # Against the formulas of the Mathematics page, in NumPy, from explicit samples at a
+        # fixed temperature: α = softmax(s / τ) over the M perturbations (one row shared by
+        # all inputs for the built-in scores), G f(x_i) = Σ_m α_m D_im u_m / σ, and the
+        # plug-in kernel G f(x_i) · G f(x_k).
+        model = nk.MLP(1, (16,), activation="relu")
+        sigma, tau = 0.3, 0.5
+        theta = _np(make(model.init(0, xp=np, dtype=np.float64)))
+        x = _np(make(np.linspace(-1, 1, 4)[:, None]))
+        u = _np(make(np.random.default_rng(21).standard_normal((200, model.num_params))))
+        d = (model.apply(theta[None] + sigma * u, x) - model.apply(theta, x)[None])[..., 0]
+        resid = model.apply(theta, x)[:, 0] - _np(targets)
+        s = {
+            "distance": -np.sum(u * u, axis=1) / 2,  # -|h|² / (2σ²), h = σu
+            "output": -np.mean(d * d, axis=1),
+            "loss": -(d @ resid + 0.5 * np.sum(d * d, axis=1)),
+        }[score] / tau
+        alpha = np.exp(s - s.max()) / np.exp(s - s.max()).sum()
+        g = (alpha[:, None] * d).T @ u / sigma  # (N, P)
+        att = nk.Attention(
+            score=score, temperature=tau, targets=targets if score == "loss" else None
+        )
+        k = nk.nntk(
+            model,
+            make(theta),
+            make(x),
+            sigma=sigma,
+            samples=make(u),
+            estimator="plugin",
+            attention=att,
+        )
+        want = g @ g.T
+        np.testing.assert_allclose(
+            _np(k),
+            want,
+            rtol=tol(dtype, "contraction"),
+            atol=tol(dtype, "contraction") * np.abs(want).max(),
+        )
 
 
 class TestErrors:
