@@ -291,7 +291,7 @@ def renamed(new: str, old: str, new_value: Any, old_value: Any, default: Any = N
     if new_value is not default and not (isinstance(new_value, float) and new_value == default):
         raise TypeError(f"give `{new}` or its old name `{old}`, not both")
     warnings.warn(
-        f"`{old}` is deprecated and will be removed in 0.4; use `{new}`",
+        f"`{old}` is deprecated and will be removed in a future release; use `{new}`",
         DeprecationWarning,
         stacklevel=3,
     )
