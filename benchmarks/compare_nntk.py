@@ -3,8 +3,8 @@
 Workload: the ReLU MLP 64 -> 512 -> 512 -> 512 -> 1 in float32, NTK parameterization, with
 biases (P = 559,105), sigma = 0.1, x2 = x1 of N random inputs, M perturbations, N = M in
 {64, 256, 1024} by default. All three methods compute the same estimator, the unbiased
-U-statistic (docs: Mathematics, "Kernel estimators"), K = A (G − diag G) Aᵀ / (M (M − 1) σ²), with A[i, m] =
-f(θ + σ u_m, x_i) − f(θ, x_i) and G = U Uᵀ:
+U-statistic (docs: Mathematics, "Kernel estimators"), K = A (G − diag G) Aᵀ / (M (M − 1) σ²),
+with A[i, m] = f(θ + σ u_m, x_i) − f(θ, x_i) and G = U Uᵀ:
 
 * ``nk.nntk`` (default options: chunked batched evaluations, random tiles regenerated from
   the seed, Gram or streaming route by cost, memory budget 384 MiB);

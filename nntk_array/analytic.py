@@ -1,7 +1,8 @@
 """Infinite-width NTK and NNGP of the built-in MLP, and their Gaussian-smoothed versions.
 
-Closed forms in pure array-API code (docs: Mathematics, 'Infinite width'), with neural-tangents' conventions: the
-network ``nk.MLP(d, (m,) * L, 1, activation, parameterization="ntk")`` with standard deviations
+Closed forms in pure array-API code (docs: Mathematics, 'Infinite width'), with
+neural-tangents' conventions: the network
+``nk.MLP(d, (m,) * L, 1, activation, parameterization="ntk")`` with standard deviations
 ``weight_std`` (σ_w) and ``bias_std`` (σ_b) in every layer, i.e. ``stax.serial(Dense(m, σ_w,
 σ_b), φ, ..., Dense(1, σ_w, σ_b))``. The recursion over a dense layer is
 nngp' = σ_w² nngp + σ_b², ntk' = σ_w² ntk + nngp'; over the activation

@@ -1,4 +1,7 @@
-"""Error and alignment metrics of the kernel study (docs: Mathematics, 'Prediction' and 'The study protocol')."""
+"""Error and alignment metrics of the kernel study.
+
+(docs: Mathematics, 'Prediction' and 'The study protocol'.)
+"""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
-from ._typing import Array, Namespace
 from ._mc.moments import RunningMoments
+from ._typing import Array
 from ._xp import resolve
 
 __all__ = ["monte_carlo_kernel"]

@@ -150,7 +150,7 @@ def nonlocal_grad(
     resolve(theta=theta, output=probe)
     out_shape = tuple(probe.shape[1:])
     n_out = math.prod(out_shape)
-    form = make_form(smooth, sampling, "plugin", p)
+    smoothing_form = make_form(smooth, sampling, "plugin", p)
     plan = grad_plan(
         budget=res.memory_budget or DEFAULT_BUDGET,
         samples_per_call=res.samples_per_call,
@@ -158,7 +158,7 @@ def nonlocal_grad(
         p=p,
         n_out=n_out,
         itemsize=4 if theta.dtype == xp.float32 else 8,
-        copies=form.copies,
+        copies=smoothing_form.copies,
         stderr=return_stderr,
     )
     dirs = make_directions(
@@ -177,7 +177,9 @@ def nonlocal_grad(
     def evaluate(thetas: Array) -> Array:
         return xp.reshape(f(thetas), (thetas.shape[0], n_out))
 
-    for c in chunks(evaluate, theta, dirs, form, chunk=plan.chunk, draw=plan.draw, acc=theta.dtype):
+    for c in chunks(
+        evaluate, theta, dirs, smoothing_form, chunk=plan.chunk, draw=plan.draw, acc=theta.dtype
+    ):
         sums.add(c.start, c.stop, c.d * (c.w / c.t)[:, None], c.h)
     grad = sums.total / m
     shape = (*out_shape, p)

@@ -221,4 +221,3 @@ def nntk(
     if isinstance(result, tuple):
         return Estimate(*result, samples=problem.dirs.num_rows)
     return result
-

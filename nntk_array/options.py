@@ -258,11 +258,10 @@ def sample_count(samples: object) -> int | None:
     if isinstance(samples, bool):
         raise TypeError("`samples` must be a positive integer or an (M, P) array; got a bool")
     try:  # ints, NumPy integer scalars and 0-d integer arrays of any library
-        m = operator.index(samples)  # type: ignore[call-overload]
+        m = operator.index(samples)  # type: ignore[arg-type]
     except TypeError:
         raise TypeError(
-            f"`samples` must be a positive integer or an (M, P) array; got "
-            f"{type(samples).__name__}"
+            f"`samples` must be a positive integer or an (M, P) array; got {type(samples).__name__}"
         ) from None
     if m < 1:
         raise ValueError(f"`samples` must be >= 1; got {m}")
@@ -274,7 +273,7 @@ def check_seed(seed: object) -> object:
     generator; floats, strings and bools are refused here with a ``TypeError``."""
     if seed is None:
         return None
-    if isinstance(seed, bool) or isinstance(seed, (float, str, bytes)):
+    if isinstance(seed, (bool, float, str, bytes)):
         raise TypeError(
             f"`seed` must be an int or a native generator of the arrays' library; got "
             f"{type(seed).__name__}"
@@ -311,9 +310,7 @@ def grouped(
         raise TypeError(f"`{name}` must be an nk.{spec_type.__name__}; got {type(spec).__name__}")
     clash = [k for k, v in given.items() if v is not defaults[k] and v != defaults[k]]
     if clash:
-        raise TypeError(
-            f"give `{name}` or the keywords {', '.join(map(repr, clash))}, not both"
-        )
+        raise TypeError(f"give `{name}` or the keywords {', '.join(map(repr, clash))}, not both")
     return spec
 
 
@@ -336,7 +333,11 @@ def estimator_spec(
     estimator: str | Estimator, sampling: str, quadrature: int, accumulate: str
 ) -> Estimator:
     """The :class:`Estimator` of a call: a spec, or a name and the loose keywords."""
-    given = {"sampling": sampling, "quadrature": quadrature, "accumulate": accumulate}
+    given: dict[str, Any] = {
+        "sampling": sampling,
+        "quadrature": quadrature,
+        "accumulate": accumulate,
+    }
     if not isinstance(estimator, Estimator):
         return Estimator(estimator, **given)
     defaults = {"sampling": "iid", "quadrature": 5, "accumulate": "input"}

@@ -42,7 +42,10 @@ _ERF = np.vectorize(math.erf)
 
 
 def _phi_tilde(activation: str, mu: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """E φ(μ + s g) and its derivative in μ, g ~ N(0, 1) (docs: Mathematics, 'One hidden layer, finite width')."""
+    """E φ(μ + s g) and its derivative in μ, g ~ N(0, 1).
+
+    (docs: Mathematics, 'One hidden layer, finite width'.)
+    """
     if activation == "sign":
         return _ERF(mu / (s * math.sqrt(2.0))), math.sqrt(2.0 / math.pi) / s * np.exp(
             -(mu**2) / (2.0 * s**2)
@@ -67,7 +70,9 @@ def smoothed_one_hidden_ntk(
     paper: bool = False,
     first_layer_only: bool = False,
 ) -> np.ndarray:
-    """Exact Gaussian-smoothed NTK ∇f_σ(x1)·∇f_σ(x2) of a one-hidden-layer nk.MLP (docs: Mathematics, 'One hidden layer, finite width').
+    """Exact Gaussian-smoothed NTK ∇f_σ(x1)·∇f_σ(x2) of a one-hidden-layer nk.MLP.
+
+    (docs: Mathematics, 'One hidden layer, finite width'.)
 
     NTK parameterization with unit standard deviations, biases in both layers (the output
     bias adds 1). Every parameter is perturbed by σ·N(0, 1), so each pre-activation gets

@@ -16,7 +16,8 @@ class TestClosedForms:
     def test_smoothed_sign_numbers_of_the_mathematics_page(self, make, dtype):
         k = nk.analytic.ntk(make(GRID), activation="sign", sigma=0.5)
         assert array_namespace(k) is array_namespace(make(GRID)) and k.dtype == dtype
-        # docs: Mathematics, 'Infinite width' (without the output bias, which adds 1): row 0 and the diagonal
+        # docs: Mathematics, 'Infinite width' (without the output bias, which adds 1): row 0
+        # and the diagonal
         np.testing.assert_allclose(to_numpy(k)[0] - 1, [1.4392, 1.1597, 0.4768, 0.0], atol=1e-4)
         np.testing.assert_allclose(np.diag(to_numpy(k)) - 1, 0.5903 + 0.8488, atol=1e-4)
 

@@ -53,7 +53,7 @@ def test_a_minimal_model_gets_the_autodiff_ntk(make, xp, dtype):
 
 
 def test_a_model_of_the_wrong_size_is_refused(make):
-    with pytest.raises(ValueError, match=r"`theta` must have shape \(%d,\)" % MLP.num_params):
+    with pytest.raises(ValueError, match=rf"`theta` must have shape \({MLP.num_params},\)"):
         nk.nntk(Wrapped(MLP), make(np.zeros(3)), make(X), sigma=0.1, samples=8)
 
 

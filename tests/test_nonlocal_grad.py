@@ -45,7 +45,8 @@ class TestNonlocalGrad:
         assert np.all(np.abs(_np(g) - truth) <= Z * _np(se) + 1e-4)
 
     def test_paper_form_is_the_gradient_of_its_smoothing(self, make, dtype):
-        # P·G f = ∇ E f(θ + U^{1/P} σ g) (docs: Mathematics, 'smoothed gradient'): average the Gaussian answer over U.
+        # P·G f = ∇ E f(θ + U^{1/P} σ g) (docs: Mathematics, 'smoothed gradient'): average the
+        # Gaussian answer over U.
         theta = np.array([0.1, 0.0, 0.5])
         nodes, weights = np.polynomial.legendre.leggauss(200)
         radii = ((nodes + 1) / 2) ** (1 / 3)
@@ -87,7 +88,8 @@ class TestNonlocalGrad:
         )
 
     def test_mse_of_iid_and_orthogonal_sampling(self):
-        # Linear f: MSE = (P+1)|a|²/M (iid) vs ((P+2)/M − 1)|a|² (orthogonal), docs: Mathematics, 'ES estimators'.
+        # Linear f: MSE = (P+1)|a|²/M (iid) vs ((P+2)/M − 1)|a|² (orthogonal); docs:
+        # Mathematics, 'ES estimators'.
         p, m = 10, 5
         a = np.random.default_rng(3).standard_normal(p)
         out = {}

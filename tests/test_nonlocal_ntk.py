@@ -1,4 +1,6 @@
-"""nk.nntk against exact oracles (docs: Mathematics, 'Test oracles'), on every backend and both dtypes.
+"""nk.nntk against exact oracles on every backend and both dtypes.
+
+(docs: Mathematics, 'Test oracles'.)
 
 Monte Carlo comparisons use the estimator's own jackknife standard error ``se`` (its
 calibration is tested separately, against the closed-form variance of a linear model) and
@@ -546,6 +548,7 @@ class TestErrors:
         with pytest.raises(TypeError, match="callable"):
             nk.nntk(3, theta, x, **kw)
 
+    @pytest.mark.backend("torch")  # runs where torch is installed (backends/run torch)
     def test_mixed_libraries(self):
         torch = pytest.importorskip("torch")
         model = nk.MLP(1, (4,))

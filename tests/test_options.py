@@ -18,11 +18,25 @@ def _args(make):
 def test_specs_give_the_keyword_results(make):
     theta, x = _args(make)
     loose = nk.nntk(
-        MODEL, theta, x, sigma=0.2, form="paper", radial="ball", samples=64, seed=1,
-        estimator="plugin", sampling="qmc", memory_budget=2**20, route="gram",
+        MODEL,
+        theta,
+        x,
+        sigma=0.2,
+        form="paper",
+        radial="ball",
+        samples=64,
+        seed=1,
+        estimator="plugin",
+        sampling="qmc",
+        memory_budget=2**20,
+        route="gram",
     )
     grouped = nk.nntk(
-        MODEL, theta, x, samples=64, seed=1,
+        MODEL,
+        theta,
+        x,
+        samples=64,
+        seed=1,
         smoothing=nk.Smoothing(0.2, form="paper", radial="ball"),
         estimator=nk.Estimator("plugin", sampling="qmc"),
         resources=nk.Resources(memory_budget=2**20, route="gram"),
@@ -40,8 +54,9 @@ def test_estimate_unpacks_like_the_old_tuple(make):
         to_numpy(k),  # error bars need the Gram route: compare on it
         to_numpy(nk.nntk(MODEL, theta, x, sigma=0.2, samples=64, seed=1, route="gram")),
     )
-    g = nk.nonlocal_grad(lambda t: t[:, :3], theta, sigma=0.2, samples=40, seed=0,
-                         return_stderr=True)
+    g = nk.nonlocal_grad(
+        lambda t: t[:, :3], theta, sigma=0.2, samples=40, seed=0, return_stderr=True
+    )
     assert isinstance(g, nk.Estimate) and g.samples == 40 and g.value.shape == g.stderr.shape
 
 

@@ -47,7 +47,9 @@ def test_attention_weights_come_from_a_stated_reference_set(make, dtype, score):
     theta, x1, x2 = _setup(make)
     targets = make(np.sign(np.linspace(-1.0, 1.0, 6)))
     att = nk.Attention(score=score, reference=x1, targets=targets if score == "loss" else None)
-    joint = _np(nk.nntk(MODEL, theta, make(np.concatenate([_np(x1), _np(x2)])), attention=att, **OPTS))
+    joint = _np(
+        nk.nntk(MODEL, theta, make(np.concatenate([_np(x1), _np(x2)])), attention=att, **OPTS)
+    )
     train = _np(nk.nntk(MODEL, theta, x1, attention=att, **OPTS))
     test = _np(nk.nntk(MODEL, theta, x2, x1, attention=att, **OPTS))
     scale = np.abs(joint).max()

@@ -49,8 +49,7 @@ def scores(
         s = att.score(raw, h_sq)
         if tuple(s.shape) not in ((m,), (n, m)):
             raise ValueError(
-                f"the attention score must return shape ({m},) or ({n}, {m}); got "
-                f"{tuple(s.shape)}"
+                f"the attention score must return shape ({m},) or ({n}, {m}); got {tuple(s.shape)}"
             )
     elif att.score == "distance":
         s = -h_sq / (2.0 * sigma * sigma)
@@ -61,6 +60,8 @@ def scores(
         if att.score == "output":
             s = -xp.sum(d * d, axis=(0, 1)) / float(num_ref * o)
         else:
+            assert base_ref is not None  # the loss score has its base outputs and targets
+            assert targets is not None
             resid = base_ref - targets
             s = -(xp.sum(d * resid[:, :, None], axis=(0, 1)) + 0.5 * xp.sum(d * d, axis=(0, 1)))
     return xp.astype(s, raw.dtype, copy=False)
@@ -99,7 +100,6 @@ def softmax(
     total = xp.sum(xp.exp(shifted), axis=axis, keepdims=True)
     logw = xp.where(valid, shifted - xp.log(xp.where(valid, total, 1.0)), -math.inf)
     return logw if log else xp.exp(logw)
-
 
 
 def temperature_for_ess(xp: Namespace, s: Array, target: float) -> Array:

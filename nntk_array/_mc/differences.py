@@ -109,6 +109,7 @@ def collect(
         raw.append(xp.permute_dims(c.d, (1, 2, 0)))
         weights.append(c.w)
         if norms:
+            assert c.u_sq is not None  # asked for
             u_sq.append(xp.astype(c.u_sq, acc, copy=False))
             h_sq.append(xp.astype(c.u_sq * (c.t * c.t), acc, copy=False))
 

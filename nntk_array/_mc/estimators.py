@@ -24,8 +24,8 @@ from array_api_compat import array_namespace, device
 
 from .._typing import Array, Namespace
 from ..backends.linalg import gram
-from .directions import COL_TILE, Directions
 from .differences import Differences
+from .directions import COL_TILE, Directions
 from .moments import RunningMoments
 
 __all__ = [
@@ -84,7 +84,9 @@ class PlugIn(Estimator):
     def denominator(self, xp: Namespace, al1: Array, al2: Array, groups: Groups) -> Array:
         return xp.sum(al1, axis=1)[:, None] * xp.sum(al2, axis=1)[None, :]
 
-    def stream_correction(self, xp: Namespace, a1: Array, u_sq: Array, a2: Array, full: bool) -> Array | None:
+    def stream_correction(
+        self, xp: Namespace, a1: Array, u_sq: Array, a2: Array, full: bool
+    ) -> Array | None:
         """What the column-streamed ã G ãᵀ must lose to be this estimator's numerator."""
         return None
 
@@ -110,7 +112,9 @@ class UStatistic(PlugIn):
             g1, xp.permute_dims(g2, (1, 0))
         )
 
-    def stream_correction(self, xp: Namespace, a1: Array, u_sq: Array, a2: Array, full: bool) -> Array | None:
+    def stream_correction(
+        self, xp: Namespace, a1: Array, u_sq: Array, a2: Array, full: bool
+    ) -> Array | None:
         return quad(xp, a1, u_sq, a2, full)  # the m = n terms (independent rows only)
 
 
@@ -190,7 +194,9 @@ class Jackknife:
         moments = RunningMoments()
         for b in range(n_batches):
             keep = xp.astype((col < bounds[b]) | (col >= bounds[b + 1]), a1.dtype, copy=False)
-            moments.add(xp, est.kernel(a1 * keep, al1 * keep, a2 * keep, al2 * keep, w, groups, full))
+            moments.add(
+                xp, est.kernel(a1 * keep, al1 * keep, a2 * keep, al2 * keep, w, groups, full)
+            )
         return xp.sqrt(moments.m2 * ((n_batches - 1) / n_batches))
 
 

@@ -7,7 +7,6 @@ same steps (:func:`setup`, :func:`rows`, :func:`scores`, :func:`sample_weights`,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from array_api_compat import device
@@ -213,9 +212,7 @@ def setup(
             f"estimator={est.name!r}{' with return_stderr' if spec.stderr else ''} needs at "
             f"least {needed} independent samples (or groups); got samples={m}"
         )
-    problem = Problem(
-        xp, theta, model, n1, n2, ref, targets, form, est, plan, dirs, acc, spec
-    )
+    problem = Problem(xp, theta, model, n1, n2, ref, targets, form, est, plan, dirs, acc, spec)
     return problem, x
 
 
@@ -223,8 +220,12 @@ def rows(problem: Problem, x: Array, *, attention: bool) -> Differences:
     """The differences D (n, O, M) of the inputs ``x`` under all M perturbations (with the
     norms the attention scores need when ``attention``)."""
     needs_norms = attention or (problem.est.diagonal and isinstance(problem.form, Radial))
+
+    def evaluate(thetas: Array) -> Array:
+        return problem.model.evaluate(thetas, x)
+
     return collect(
-        partial(problem.model.evaluate, x=x),
+        evaluate,
         problem.theta,
         problem.dirs,
         problem.form,
@@ -252,6 +253,7 @@ def scores(
     if att.score == "loss" and ref.stop > ref.start:
         out = problem.model.evaluate(problem.theta[None, :], x[ref, ...])[0, ...]
         base = xp.astype(out, problem.acc, copy=False)
+        assert targets is not None  # the loss score's targets were validated at setup
         tg = xp.astype(targets if targets.ndim == 2 else targets[:, None], problem.acc, copy=False)
     return att_mc.scores(
         att,
@@ -323,4 +325,3 @@ def compute(problem: Problem, x: Array) -> Array | tuple[Array, Array]:
         num = num - correction
     den = problem.est.denominator(xp, al1, al2, problem.groups)
     return xp.astype(ratio(xp, num, den, full), problem.theta.dtype, copy=False)
-

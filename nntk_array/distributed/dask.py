@@ -11,6 +11,7 @@ one: the entry points import it lazily, only for Dask inputs.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -210,7 +211,9 @@ def nntk_graph(f: Any, theta: Any, x1: Any, x2: Any, spec: kernel.KernelSpec) ->
     x2 = None if x2 is None else _as_rows(x2, "x2")
     ref_x = None if att is None else att.reference
     ref_x = None if ref_x is None else _as_rows(ref_x, "attention.reference")
-    targets = None if att is None or att.targets is None else _as_rows(att.targets, "attention.targets")
+    targets = (
+        None if att is None or att.targets is None else _as_rows(att.targets, "attention.targets")
+    )
     # Validate everything (shapes, dtypes, options) on a few rows before building the graph.
     proxy_att = att
     if att is not None:
@@ -233,7 +236,9 @@ def nntk_graph(f: Any, theta: Any, x1: Any, x2: Any, spec: kernel.KernelSpec) ->
     if targets is not None:  # align the targets' blocks with the reference blocks
         starts = [0, *_cumsum(x_all.chunks[0])]
         ref_chunks = tuple(
-            min(e, ref_hi) - max(s, ref_lo) for s, e in zip(starts, starts[1:]) if s < ref_hi and e > ref_lo
+            min(e, ref_hi) - max(s, ref_lo)
+            for s, e in itertools.pairwise(starts)
+            if s < ref_hi and e > ref_lo
         )
         targets = targets.rechunk({0: ref_chunks})
     f_d, theta_d = dask.delayed(f), dask.delayed(theta)
@@ -241,7 +246,7 @@ def nntk_graph(f: Any, theta: Any, x1: Any, x2: Any, spec: kernel.KernelSpec) ->
     t_blocks = iter(_blocks(targets)) if targets is not None else None
     row_tasks = []
     start = 0
-    for xb, size in zip(blocks, x_all.chunks[0]):
+    for xb, size in zip(blocks, x_all.chunks[0], strict=True):
         lo, hi = max(ref_lo, start), min(ref_hi, start + size)
         ref = (lo - start, hi - start) if lo < hi else (0, 0)
         tb = next(t_blocks) if t_blocks is not None and lo < hi else None

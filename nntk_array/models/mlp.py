@@ -24,10 +24,10 @@ from .._validate import (
     check_positive_int,
 )
 from .._xp import as_namespace, default_float_dtype, resolve
-from .activations import ACTIVATIONS
-from .protocol import NTKTerm
 from ..backends.dtypes import require_dtype
 from ..backends.random import Generator
+from .activations import ACTIVATIONS
+from .protocol import NTKTerm
 
 __all__ = ["MLP"]
 
@@ -350,6 +350,7 @@ class MLP:
             if da is not None:
                 dz = dz + layer.w_coef * xp.matmul(da, w)
             if b is not None:
+                assert vb is not None  # a layer with a bias has its tangent's bias block
                 z = z + layer.b_coef * b
                 dz = dz + layer.b_coef * vb
             if i == last:

@@ -157,7 +157,9 @@ def bind(f: Any, xp: Namespace, theta: Array, x1: Array, x2: Array | None = None
     terms = getattr(f, "ntk_terms", None)
     per_input = getattr(f, "ntk_numbers_per_input", None)
     if terms is None:
-        terms, per_input = _autodiff_terms(apply), n_out * p
+        terms = _autodiff_terms(apply)
+    if per_input is None:  # what a Jacobian term holds
+        per_input = n_out * p
     model_jvp = getattr(f, "jvp", None)
     if model_jvp is None:
         model_jvp = _autodiff_jvp(xp, apply)
@@ -201,8 +203,10 @@ def _autodiff_jvp(
     xp: Namespace, apply: Callable[[Array, Array], Array]
 ) -> Callable[[Array, Array, Array], Array]:
     def model_jvp(theta: Array, x: Array, tangents: Array) -> Array:
-        outs = [_as_3d(jvp(apply, theta, x, tangents[k, :], xp=xp)[1][None, ...])[0] for k in
-                range(tangents.shape[0])]
+        outs = [
+            _as_3d(jvp(apply, theta, x, tangents[k, :], xp=xp)[1][None, ...])[0]
+            for k in range(tangents.shape[0])
+        ]
         return xp.stack(outs)
 
     return model_jvp
