@@ -165,9 +165,9 @@ def profile_phases(backend: str, device: str, n: int) -> None:
     stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
     phases = {
         "random numbers (drawn twice where not cached)": [("random.py", "draw_parallel")],
-        "batched forward passes": [("models.py", "_forward")],
+        "batched forward passes": [("mlp.py", "_forward")],
         "Gram products U_c U_cᵀ": [("linalg.py", "gram")],
-        "tile assembly (concat)": [("sampling.py", "_grid")],
+        "tile assembly (concat)": [("directions.py", "_grid")],
     }
     print(f"nk.nntk {backend} N = M = {n}: {total:.2f} s")
     accounted = 0.0

@@ -29,7 +29,6 @@ from .directions import COL_TILE, Directions
 from .moments import RunningMoments
 
 __all__ = [
-    "ESTIMATORS",
     "Directional",
     "Estimator",
     "Jackknife",
@@ -153,11 +152,8 @@ class Directional(Sketch):
         return xp.full(w.shape, float(dirs.num_params), dtype=acc, device=device(w))
 
 
-ESTIMATORS = ("unbiased", "plugin", "sketch", "directional")
-
-
 def estimator(name: str, *, paper: bool) -> Estimator:
-    """The estimator object for ``name`` (one of :data:`ESTIMATORS`)."""
+    """The estimator object for ``name`` (one of ``nntk_array.options.ESTIMATORS``)."""
     if name == "unbiased":
         return UStatistic()
     if name == "plugin":
