@@ -9,12 +9,12 @@ perturbations for a kernel.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from array_api_compat import device
 
-from .._typing import Array, DType
+from .._typing import Array, DType, Namespace
 from .directions import ROW_TILE, Directions
 from .smoothing import Form
 
@@ -90,22 +90,11 @@ def chunks(
             yield Chunk(b0, b1, block.h[rows, :], t, d, w, u_sq)
 
 
-def collect(
-    evaluate: Evaluate,
-    theta: Array,
-    dirs: Directions,
-    form: Form,
-    *,
-    chunk: int,
-    draw: int,
-    acc: DType,
-    norms: bool = False,
-) -> Differences:
-    """The differences of all M perturbations as one (N, O, M) array, with the weights and,
-    if ``norms``, the squared norms."""
-    xp = dirs.xp
+def collect(parts: Iterable[Chunk], *, xp: Namespace, acc: DType, norms: bool) -> Differences:
+    """The differences of all M perturbations (the chunks of :func:`chunks`) as one
+    (N, O, M) array, with the weights and, if ``norms``, the squared norms."""
     raw, weights, u_sq, h_sq = [], [], [], []
-    for c in chunks(evaluate, theta, dirs, form, chunk=chunk, draw=draw, acc=acc, norms=norms):
+    for c in parts:
         raw.append(xp.permute_dims(c.d, (1, 2, 0)))
         weights.append(c.w)
         if norms:
@@ -113,8 +102,8 @@ def collect(
             u_sq.append(xp.astype(c.u_sq, acc, copy=False))
             h_sq.append(xp.astype(c.u_sq * (c.t * c.t), acc, copy=False))
 
-    def cat(parts: list[Array], axis: int = 0) -> Array:
-        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=axis)
+    def cat(pieces: list[Array], axis: int = 0) -> Array:
+        return pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=axis)
 
     return Differences(
         raw=cat(raw, axis=2),

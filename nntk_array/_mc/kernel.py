@@ -17,7 +17,7 @@ from .._xp import resolve
 from ..backends.dtypes import require_dtype
 from ..models.protocol import Bound, bind
 from . import attention as att_mc
-from .differences import Differences, collect
+from .differences import Differences, chunks, collect
 from .directions import Directions, make_directions
 from .estimators import Estimator, Jackknife, estimator, ratio, stream_numerator
 from .plan import DEFAULT_BUDGET, JACKKNIFE_BATCHES, KernelPlan, kernel_plan
@@ -224,7 +224,7 @@ def rows(problem: Problem, x: Array, *, attention: bool) -> Differences:
     def evaluate(thetas: Array) -> Array:
         return problem.model.evaluate(thetas, x)
 
-    return collect(
+    parts = chunks(
         evaluate,
         problem.theta,
         problem.dirs,
@@ -234,6 +234,7 @@ def rows(problem: Problem, x: Array, *, attention: bool) -> Differences:
         acc=problem.acc,
         norms=needs_norms,
     )
+    return collect(parts, xp=problem.xp, acc=problem.acc, norms=needs_norms)
 
 
 def scores(

@@ -61,12 +61,10 @@ class Form:
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
-class Stein(Form):
-    """Gaussian (Stein) form: h = σu, w = 1/σ; mirrored pairs with ``antithetic``."""
+class _FiniteDifference(Form):
+    """One-sided differences f(θ+h) − f(θ), or mirrored pairs f(θ+h) − f(θ−h)."""
 
-    sigma: float
-    antithetic: bool = False
+    antithetic: bool
 
     @property
     def needs_base(self) -> bool:  # type: ignore[override]
@@ -75,6 +73,19 @@ class Stein(Form):
     @property
     def evaluations(self) -> int:  # type: ignore[override]
         return 2 if self.antithetic else 1
+
+    def difference(self, evaluate: Evaluate, theta: Array, h: Array, base: Array | None) -> Array:
+        if self.antithetic:
+            return evaluate(theta + h) - evaluate(theta - h)
+        return evaluate(theta + h) - base
+
+
+@dataclass(frozen=True)
+class Stein(_FiniteDifference):
+    """Gaussian (Stein) form: h = σu, w = 1/σ; mirrored pairs with ``antithetic``."""
+
+    sigma: float
+    antithetic: bool = False
 
     @property
     def copies(self) -> int:  # type: ignore[override]
@@ -88,29 +99,15 @@ class Stein(Form):
         w = 0.5 / self.sigma if self.antithetic else 1.0 / self.sigma
         return Perturbed(h, self.sigma, w, u_sq)
 
-    def difference(self, evaluate: Evaluate, theta: Array, h: Array, base: Array | None) -> Array:
-        if self.antithetic:
-            return evaluate(theta + h) - evaluate(theta - h)
-        return evaluate(theta + h) - base
-
 
 @dataclass(frozen=True)
-class Radial(Form):
+class Radial(_FiniteDifference):
     """Paper form: c E[(f(θ+h) − f(θ)) h/‖h‖²] with a Gaussian or uniform-ball radius."""
 
     sigma: float
     scale: float
     ball: bool = False
     antithetic: bool = False
-
-    @property
-    def needs_base(self) -> bool:  # type: ignore[override]
-        return not self.antithetic
-
-    @property
-    def evaluations(self) -> int:  # type: ignore[override]
-        return 2 if self.antithetic else 1
-
     copies = 3
 
     def perturb(self, dirs: Directions, start: int, stop: int, *, norms: bool) -> Perturbed:
@@ -129,8 +126,6 @@ class Radial(Form):
         if self.antithetic:
             w = 0.5 * w
         return Perturbed(h, t, w, sq)
-
-    difference = Stein.difference
 
 
 @dataclass(frozen=True)
