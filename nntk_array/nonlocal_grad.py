@@ -72,6 +72,10 @@ def nonlocal_grad(
         Also return the entrywise Monte Carlo standard error (batch means over independent
         samples, or over 20 groups for structured sampling).
 
+    fun, rng, batch_size
+        Deprecated names of ``f``, ``seed`` and ``samples_per_call``; they still work and
+        warn.
+
     Returns
     -------
     array or Estimate

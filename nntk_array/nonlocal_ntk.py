@@ -147,6 +147,9 @@ def nntk(
         Also return entrywise standard errors (delete-a-batch jackknife over 20 batches of
         independent samples or groups).
 
+    rng, batch_size
+        Deprecated names of ``seed`` and ``samples_per_call``; they still work and warn.
+
     Returns
     -------
     array or Estimate

@@ -204,7 +204,7 @@ class Estimate:
     It unpacks like a ``(value, stderr)`` tuple, so ``K, se = nk.nntk(..., return_stderr=True)``
     works as before.
 
-    Attributes
+    Parameters
     ----------
     value : array
         The estimate (a kernel or a gradient).

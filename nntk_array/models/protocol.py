@@ -57,10 +57,37 @@ class Model(Protocol):
 
     @property
     def num_params(self) -> int:
-        """P, the length of the flat parameter vector."""
+        """P, the length of the flat parameter vector.
+
+        Examples
+        --------
+        >>> import nntk_array as nk
+        >>> nk.MLP(3, (8,)).num_params
+        41
+        """
 
     def apply(self, theta: Array, x: Array) -> Array:
-        """Outputs (B, N) or (B, N, O) for parameters (B, P) and inputs (N, ...)."""
+        """Evaluate the model for a batch of parameter vectors.
+
+        Parameters
+        ----------
+        theta : array, shape (B, P)
+            B parameter vectors.
+        x : array, shape (N, ...)
+            The inputs, in the same library and on the same device.
+
+        Returns
+        -------
+        array, shape (B, N) or (B, N, O)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import nntk_array as nk
+        >>> model = nk.MLP(2, (8,), 3)
+        >>> model.apply(np.zeros((4, model.num_params)), np.ones((5, 2))).shape
+        (4, 5, 3)
+        """
 
 
 @dataclass(frozen=True)
