@@ -1,18 +1,50 @@
 """The backend x dtype x device matrix every test runs on.
 
-``NNTK_BACKENDS`` (comma separated, default all) narrows the libraries:
-``numpy, array_api_strict, torch, jax, cupy``. ``NNTK_DEVICE=cuda`` runs torch and JAX on the
-GPU. array-api-strict runs on its fake ``Device("device1")`` so that any array created on the
-default device instead of the input's fails. Missing libraries and CuPy without a GPU skip.
+``NNTK_BACKENDS`` (comma separated) narrows the libraries: ``numpy, array_api_strict, torch,
+jax, cupy``, and ``none`` (alias ``independent``) for the library-independent tests: those that
+neither take the ``backend`` fixture nor carry ``pytest.mark.backend`` (doctests, the Dask
+cluster, the docs pages that need no optional library, tests that make their own NumPy arrays).
+Unset, it means every library and ``none``. Set, it selects exactly what it names: with
+``NNTK_BACKENDS=torch`` the library-independent tests are deselected, so ``backends/run``, which
+runs the suite once per library, runs them once (in its ``numpy`` environment, where it sets
+``NNTK_BACKENDS=numpy,none``) instead of in every environment.
+
+``NNTK_DEVICE=cuda`` runs torch and JAX on the GPU. array-api-strict runs twice: on its fake
+``Device("device1")``, so that any array created on the default device instead of the input's
+fails, and on ``Device("no_float64")`` (test id ``array_api_strict_no_float64``), a device
+without float64 like Apple's MPS: there the ``float64`` cases of the ``dtype`` fixture skip with
+the reason, the ``float32`` ones run, and a float64 array the library creates itself fails.
+array-api-strict is set to API version 2025.12. Missing libraries and CuPy without a GPU skip.
 
 Tests that do not take the ``backend`` fixture but use one library directly (the examples in
 ``tests/embedding``) say so with ``pytest.mark.backend("jax")``, and tests that parametrize
 ``backend`` themselves are treated alike: they are counted under that library and deselected
 when ``NNTK_BACKENDS`` leaves it out.
 
+Slow tests. Tests marked ``slow`` (long statistical studies: many samples, seeds or
+parametrizations of one Monte Carlo oracle; Dask LocalCluster spill and worker-kill tests; the
+``reproduce`` study on several backends) are deselected by the default ``-m "not slow"`` in
+pyproject's ``addopts``; ``pytest -m slow`` runs only them (CI runs it as a separate step) and
+``pytest -m ""`` runs everything. A test marked ``slow_unless(backend=..., dtype=..., <param>=...)``
+is slow except for the parametrizations whose parameters all match (a value or a tuple of
+values; ``backend`` compares the case id, e.g. ``array_api_strict_no_float64``); with several
+``slow_unless`` markers a parametrization matching any of them is fast. The full matrix of a
+long Monte Carlo oracle runs in the slow step, while its cheap cases keep every backend covered
+in the default run. The JAX float64 cases of the ``dtype`` fixture are slow too (``SLOW_CELLS``:
+JAX compiles every primitive once per dtype, so they double JAX's time, and float64 arithmetic
+is covered on the other libraries in the default run), except in tests marked ``fast``. Naming
+a slow test explicitly still needs ``-m slow`` or ``-m ""``.
+
+JAX compiles every primitive once per shape and dtype in eager mode, and that compilation
+dominates the JAX tests' time. On the CPU, and unless ``XLA_FLAGS`` is already set or
+``NNTK_JAX_FAST_COMPILE=0``, the suite sets ``XLA_FLAGS`` to compile without LLVM optimization
+and without the fusion emitters (about half the JAX time; the operations and their dtypes are
+unchanged).
+
 With ``NNTK_TALLY_FILE=path.json`` the run also writes its per-backend tally as JSON (library,
 version, device, dtype, passed/failed/skipped); ``backends/run`` sets it and
-``backends/support_matrix.py`` turns the files into the documentation's support matrix.
+``backends/support_matrix.py`` turns the files into the documentation's support matrix. The two
+array-api-strict devices are separate rows.
 """
 
 from __future__ import annotations
@@ -32,30 +64,74 @@ import pytest
 from array_api_compat import array_namespace
 
 ALL_BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "cupy")
-BACKENDS = tuple(
-    b.strip() for b in os.environ.get("NNTK_BACKENDS", ",".join(ALL_BACKENDS)).split(",") if b
+INDEPENDENT = "none"  # the pseudo-library of library-independent tests
+_ALIASES = {"independent": INDEPENDENT}
+_SELECTED = tuple(
+    _ALIASES.get(b.strip(), b.strip())
+    for b in os.environ.get("NNTK_BACKENDS", ",".join((*ALL_BACKENDS, INDEPENDENT))).split(",")
+    if b.strip()
 )
+BACKENDS = tuple(b for b in _SELECTED if b != INDEPENDENT)  # the libraries selected
+RUN_INDEPENDENT = INDEPENDENT in _SELECTED
 GPU = os.environ.get("NNTK_DEVICE", "cpu") == "cuda"
 
-_unknown = set(BACKENDS) - set(ALL_BACKENDS)
+_unknown = set(_SELECTED) - {*ALL_BACKENDS, INDEPENDENT}
 if _unknown:
-    raise pytest.UsageError(f"NNTK_BACKENDS has unknown entries {sorted(_unknown)}")
+    raise pytest.UsageError(
+        f"NNTK_BACKENDS has unknown entries {sorted(_unknown)} "
+        f"(known: {', '.join(ALL_BACKENDS)}, none)"
+    )
+
+# The backend fixture's cases: case id -> library. array-api-strict runs on two fake devices.
+CASES = {
+    "numpy": "numpy",
+    "array_api_strict": "array_api_strict",
+    "array_api_strict_no_float64": "array_api_strict",
+    "torch": "torch",
+    "jax": "jax",
+    "cupy": "cupy",
+}
+STRICT_DEVICE = {"array_api_strict": "device1", "array_api_strict_no_float64": "no_float64"}
+# (case, dtype) cells whose tests run in the slow step only, unless a test is marked `fast`:
+# JAX compiles every primitive once per dtype, so its float64 cases double its time, and float64
+# arithmetic is covered by NumPy, array-api-strict and torch in the default run.
+SLOW_CELLS = {("jax", "float64")}
+STRICT_API_VERSION = "2025.12"
+
+# JAX's eager mode compiles each primitive per shape and dtype: make that compilation cheap
+# (see the module docstring). XLA reads the variable when JAX creates its CPU client, which
+# happens after this module is imported; the flags exist in the jaxlib versions checked (0.10).
+if (
+    not GPU
+    and "XLA_FLAGS" not in os.environ
+    and os.environ.get("NNTK_JAX_FAST_COMPILE", "1") != "0"
+    and "jax" in BACKENDS
+):
+    try:
+        _jaxlib = tuple(int(v) for v in importlib.metadata.version("jaxlib").split(".")[:2])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        _jaxlib = (0, 0)
+    if _jaxlib >= (0, 10):
+        os.environ["XLA_FLAGS"] = (
+            "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+        )
 
 
-def _configure(name: str) -> tuple[object, object]:
-    """Import and configure one backend; return (namespace, device)."""
-    xp, dev = _configure_backend(name)
-    _DEVICE_OF[name] = _device_label(name, dev)
+def _configure(case: str) -> tuple[object, object]:
+    """Import and configure one backend case; return (namespace, device)."""
+    xp, dev = _configure_backend(case)
+    _DEVICE_OF[case] = _device_label(CASES[case], dev)
     return xp, dev
 
 
-def _configure_backend(name: str) -> tuple[object, object]:
+def _configure_backend(case: str) -> tuple[object, object]:
+    name = CASES[case]
     if name == "numpy":
         return array_namespace(np.empty(0)), None
     if name == "array_api_strict":
         xs = pytest.importorskip("array_api_strict")
-        xs.set_array_api_strict_flags(api_version="2024.12")
-        return xs, xs.Device("device1")
+        xs.set_array_api_strict_flags(api_version=STRICT_API_VERSION)
+        return xs, xs.Device(STRICT_DEVICE[case])
     if name == "torch":
         torch = pytest.importorskip("torch")
         torch.set_float32_matmul_precision("highest")
@@ -85,7 +161,7 @@ def _configure_backend(name: str) -> tuple[object, object]:
     return array_namespace(cupy.empty(0)), None
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[c for c, lib in CASES.items() if lib in BACKENDS])
 def backend(request: pytest.FixtureRequest) -> tuple[object, object]:
     return _configure(request.param)
 
@@ -101,8 +177,27 @@ def device(backend: tuple[object, object]) -> object:
 
 
 @pytest.fixture(params=["float32", "float64"])
-def dtype(request: pytest.FixtureRequest, xp: object) -> object:
+def dtype(request: pytest.FixtureRequest, xp: object, device: object) -> object:
+    if not _supports(xp, device, request.param):
+        pytest.skip(f"no {request.param} on {_device_label('', device)}")
     return getattr(xp, request.param)
+
+
+_SUPPORTED: dict[tuple[int, str], frozenset[str] | None] = {}
+
+
+def _supports(xp: object, device: object, dtype_name: str) -> bool:
+    """Whether ``device`` supports the floating dtype named (the array API's inspection API)."""
+    key = (id(xp), repr(device))
+    if key not in _SUPPORTED:
+        info = getattr(xp, "__array_namespace_info__", None)
+        try:
+            names = info().dtypes(device=device, kind="real floating") if info else None
+        except (TypeError, ValueError, NotImplementedError):
+            names = None
+        _SUPPORTED[key] = None if names is None else frozenset(names)
+    names = _SUPPORTED[key]
+    return names is None or dtype_name in names
 
 
 @pytest.fixture
@@ -117,10 +212,10 @@ def make(xp: object, dtype: object, device: object) -> Callable[..., object]:
 
 # Per-backend tally printed at the end of the run and, with NNTK_TALLY_FILE set, written as
 # JSON (backends/support_matrix.py turns it into the documentation's support matrix).
-_TALLY: collections.Counter[tuple[str, str, str]] = collections.Counter()  # backend, dtype, outcome
-_CASE_OF: dict[str, tuple[str, str]] = {}  # nodeid -> (backend, dtype)
-_SKIPS: collections.Counter[tuple[str, str, str]] = collections.Counter()  # backend, dtype, why
-_DEVICE_OF: dict[str, str] = {}  # backend -> device label, once the backend was configured
+_TALLY: collections.Counter[tuple[str, str, str]] = collections.Counter()  # case, dtype, outcome
+_CASE_OF: dict[str, tuple[str, str]] = {}  # nodeid -> (case, dtype)
+_SKIPS: collections.Counter[tuple[str, str, str]] = collections.Counter()  # case, dtype, why
+_DEVICE_OF: dict[str, str] = {}  # case -> device label, once the backend was configured
 _START = time.time()
 OUTCOMES = ("passed", "failed", "skipped")
 
@@ -131,26 +226,74 @@ def pytest_configure(config: pytest.Config) -> None:
         "backend(name): the test uses this library directly (one of NNTK_BACKENDS' names); it "
         "is counted under it and deselected when NNTK_BACKENDS leaves it out",
     )
+    config.addinivalue_line(
+        "markers",
+        "slow_unless(**params): the test is slow (see `slow`) except for the parametrizations "
+        "whose parameters all match: backend=case id(s), dtype=name(s), or any parametrize "
+        "argument's value(s)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "fast: every parametrization of the test runs in the default run, the JAX float64 "
+        "cases included (see SLOW_CELLS)",
+    )
 
 
-def _backend_of(item: pytest.Item) -> str:
+def _case_of(item: pytest.Item) -> str:
+    """The backend case of a test (a key of CASES), or "none" for a library-independent one."""
     marker = item.get_closest_marker("backend")
     if marker is not None:
         return str(marker.args[0])
     callspec = getattr(item, "callspec", None)
-    return str(callspec.params.get("backend", "none")) if callspec else "none"
+    return str(callspec.params.get("backend", INDEPENDENT)) if callspec else INDEPENDENT
 
 
+def _library_of(case: str) -> str:
+    return CASES.get(case, case)
+
+
+def _is_slow(item: pytest.Item) -> bool:
+    """``SLOW_CELLS`` unless ``fast``; ``slow_unless``: slow unless every parameter one of
+    these markers names matches."""
+    callspec = getattr(item, "callspec", None)
+    params = dict(callspec.params) if callspec else {}
+    params["backend"] = _case_of(item)
+    if "dtype" in params:
+        params["dtype"] = _dtype_label(params["dtype"])
+    if item.get_closest_marker("fast") is not None:
+        return False
+    if (params["backend"], params.get("dtype")) in SLOW_CELLS:
+        return True
+    markers = list(item.iter_markers("slow_unless"))
+    if not markers:
+        return False
+
+    def matches(marker: pytest.Mark) -> bool:
+        for name, wanted in marker.kwargs.items():
+            if name not in params:
+                raise pytest.UsageError(f"{item.nodeid}: slow_unless names unknown {name!r}")
+            if params[name] not in (wanted if isinstance(wanted, tuple | list) else (wanted,)):
+                return False
+        return True
+
+    return not any(matches(m) for m in markers)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     keep, drop = [], []
     for item in items:
-        backend = _backend_of(item)
-        if backend not in ("none", *ALL_BACKENDS):
-            raise pytest.UsageError(f"{item.nodeid}: unknown backend {backend!r}")
-        (keep if backend == "none" or backend in BACKENDS else drop).append(item)
+        case = _case_of(item)
+        library = _library_of(case)
+        if library not in (INDEPENDENT, *ALL_BACKENDS):
+            raise pytest.UsageError(f"{item.nodeid}: unknown backend {case!r}")
+        if _is_slow(item):
+            item.add_marker(pytest.mark.slow)
+        selected = RUN_INDEPENDENT if library == INDEPENDENT else library in BACKENDS
+        (keep if selected else drop).append(item)
         callspec = getattr(item, "callspec", None)
         dtype = callspec.params.get("dtype", "none") if callspec else "none"
-        _CASE_OF[item.nodeid] = (backend, _dtype_label(dtype))
+        _CASE_OF[item.nodeid] = (case, _dtype_label(dtype))
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
@@ -163,11 +306,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        backend, dtype = _CASE_OF.get(report.nodeid, ("none", "none"))
-        _TALLY[(backend, dtype, report.outcome)] += 1
+        case, dtype = _CASE_OF.get(report.nodeid, (INDEPENDENT, "none"))
+        _TALLY[(case, dtype, report.outcome)] += 1
         if report.skipped and isinstance(report.longrepr, tuple):
             reason = str(report.longrepr[2]).removeprefix("Skipped: ")
-            _SKIPS[(backend, dtype, reason)] += 1
+            _SKIPS[(case, dtype, reason)] += 1
 
 
 def _dtype_label(dtype: object) -> str:
@@ -183,11 +326,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     per_backend: collections.Counter[tuple[str, str]] = collections.Counter()
     for (b, _, o), n in _TALLY.items():
         per_backend[(b, o)] += n
-    names = sorted({b for b, _ in per_backend}, key=lambda b: (b == "none", b))
+    names = sorted({b for b, _ in per_backend}, key=lambda b: (b == INDEPENDENT, b))
     for b in names:
         counts = ", ".join(f"{per_backend[(b, o)]} {o}" for o in OUTCOMES if per_backend[(b, o)])
-        label = "backend-independent" if b == "none" else b
-        terminalreporter.write_line(f"{label:>20}: {counts}")
+        label = "backend-independent" if b == INDEPENDENT else b
+        terminalreporter.write_line(f"{label:>28}: {counts}")
     path = os.environ.get("NNTK_TALLY_FILE")
     if path:
         terminalreporter.write_line(f"tally written to {path}")
@@ -206,7 +349,7 @@ def _library(backend: str) -> tuple[str, str]:
 
 
 def _device_label(name: str, dev: object) -> str:
-    if name == "array_api_strict":
+    if name == "array_api_strict" or type(dev).__module__.startswith("array_api_strict"):
         return repr(dev).removeprefix("array_api_strict.")
     if name == "cupy":
         import cupy
@@ -216,22 +359,27 @@ def _device_label(name: str, dev: object) -> str:
 
 
 def tally_rows() -> list[dict[str, object]]:
-    """The tally so far: one row per (backend, dtype), backends in ALL_BACKENDS order."""
-    order = {b: i for i, b in enumerate((*ALL_BACKENDS, "none"))}
-    cases = sorted({(b, d) for b, d, _ in _TALLY}, key=lambda c: (order[c[0]], c[1]))
+    """The tally so far: one row per (backend case, dtype), in CASES order.
+
+    ``backend`` is the library's name (two array-api-strict cases are two rows that differ in
+    ``device``)."""
+    order = {c: i for i, c in enumerate((*CASES, INDEPENDENT))}
+    cases = sorted({(c, d) for c, d, _ in _TALLY}, key=lambda c: (order.get(c[0], 0), c[1]))
     rows = []
-    for backend, dtype in cases:
-        library, version = ("-", "-") if backend == "none" else _library(backend)
+    for case, dtype in cases:
+        backend = _library_of(case)
+        library, version = ("-", "-") if backend == INDEPENDENT else _library(backend)
+        device = _DEVICE_OF.get(case) or _DEVICE_OF.get(backend, "n/a")
         row: dict[str, object] = {
             "backend": backend,
             "library": library,
             "version": version,
-            "device": "-" if backend == "none" else _DEVICE_OF.get(backend, "n/a"),
+            "device": "-" if backend == INDEPENDENT else device,
             "dtype": dtype,
         }
-        row.update({o: _TALLY[(backend, dtype, o)] for o in OUTCOMES})
+        row.update({o: _TALLY[(case, dtype, o)] for o in OUTCOMES})
         row["skip_reasons"] = {
-            why: n for (b, d, why), n in sorted(_SKIPS.items()) if (b, d) == (backend, dtype)
+            why: n for (c, d, why), n in sorted(_SKIPS.items()) if (c, d) == (case, dtype)
         }
         rows.append(row)
     return rows
@@ -249,6 +397,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "duration_s": round(time.time() - _START, 1),
         "exit_status": int(exitstatus),
         "backends_selected": list(BACKENDS),
+        "independent_selected": RUN_INDEPENDENT,
         "device_requested": "cuda" if GPU else "cpu",
         "nntk_array": __version__,
         "python": platform.python_version(),
@@ -256,8 +405,43 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "machine": platform.machine(),
         "rows": tally_rows(),
     }
+    if os.environ.get("NNTK_TALLY_APPEND") == "1" and os.path.exists(path):
+        with open(path, encoding="utf-8") as old:
+            tally = _merge_tallies(json.load(old), tally)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     with open(path, "w", encoding="utf-8") as out:
         json.dump(tally, out, indent=2)
         out.write("\n")
+
+
+def _merge_tallies(old: dict, new: dict) -> dict:
+    """``NNTK_TALLY_APPEND=1``: add this run's counts to the tally file's (CI's slow step adds
+    the slow tests to the default run's tally): rows matched by backend, device and dtype."""
+    merged = dict(old)
+    merged["duration_s"] = round(old.get("duration_s", 0.0) + new["duration_s"], 1)
+    exits = [int(old.get("exit_status", 0)), new["exit_status"]]
+    merged["exit_status"] = max((e for e in exits if e != 5), default=5)  # 5: none selected
+    merged["backends_selected"] = list(
+        dict.fromkeys([*old.get("backends_selected", []), *new["backends_selected"]])
+    )
+    merged["independent_selected"] = bool(old.get("independent_selected")) or bool(
+        new["independent_selected"]
+    )
+    rows = {(r["backend"], r["device"], r["dtype"]): dict(r) for r in old.get("rows", [])}
+    for r in new["rows"]:
+        key = (r["backend"], r["device"], r["dtype"])
+        if key not in rows:
+            rows[key] = dict(r)
+            continue
+        row = rows[key]
+        for outcome in OUTCOMES:
+            row[outcome] = row.get(outcome, 0) + r[outcome]
+        reasons = collections.Counter(row.get("skip_reasons", {}))
+        reasons.update(r.get("skip_reasons", {}))
+        row["skip_reasons"] = dict(sorted(reasons.items()))
+    order = {c: i for i, c in enumerate((*ALL_BACKENDS, INDEPENDENT))}
+    merged["rows"] = sorted(
+        rows.values(), key=lambda r: (order.get(r["backend"], 0), r["device"], r["dtype"])
+    )
+    return merged

@@ -24,6 +24,20 @@ def test_demo_prints_a_symmetric_kernel(capsys):
     }
     # the first-layer term makes the nonlocal diagonal larger, well beyond its error bars
     assert np.all(diag["nonlocal NTK"] - diag["local NTK"] > 3 * diag["std. err."])
+    # Against closed forms for the demo's networks (1-512-1, NTK parameterization, biases,
+    # init seed 0): the ReLU NTK Σ_j [v_j² 1(z_j > 0) 1(z'_j > 0) (x x' + 1) + relu(z_j)
+    # relu(z'_j)] / 512 + 1, and the sign network's local NTK sign(z) sign(z')ᵀ / 512 + 1.
+    nk = sys.modules["nntk_array"]  # loaded with nntk_array.__main__
+    x = np.linspace(-1.0, 1.0, 5)[:, None]
+    theta = nk.MLP(1, (512,), 1, activation="relu").init(0, xp=np, dtype=np.float64)
+    w, b, v = theta[:512], theta[512:1024], theta[1024:1536]
+    z = x * w + b
+    relu_ntk = ((z > 0) * v**2) @ (z > 0).T * (x @ x.T + 1) / 512
+    relu_ntk += np.maximum(z, 0) @ np.maximum(z, 0).T / 512 + 1
+    assert np.all(np.abs(kernel - relu_ntk) <= 5.1e-5), kernel - relu_ntk  # 4 decimals printed
+    theta = nk.MLP(1, (512,), 1, activation="sign").init(0, xp=np, dtype=np.float64)
+    z = x * theta[:512] + theta[512:1024]
+    np.testing.assert_allclose(diag["local NTK"], np.sum(np.sign(z) ** 2, 1) / 512 + 1, atol=5e-4)
 
 
 def test_module_entry_point():

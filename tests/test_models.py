@@ -92,6 +92,7 @@ class TestInit:
         with pytest.raises(TypeError, match="`xp` must be an array library"):
             nk.MLP(2, (3,)).init(0, xp="numpy")
 
+    @pytest.mark.backend("jax")  # runs where JAX is installed (backends/run jax)
     def test_jax_float64_without_x64_raises(self):
         jax = pytest.importorskip("jax")
         import jax.numpy as jnp

@@ -29,6 +29,9 @@ def _gauss(x: float, s: float) -> float:
 
 class TestNonlocalGrad:
     @pytest.mark.parametrize("sampling", ["iid", "antithetic", "orthogonal", "qmc"])
+    # 6000 samples per case: every sampling on NumPy, the iid case elsewhere (slow step: all)
+    @pytest.mark.slow_unless(backend="numpy")
+    @pytest.mark.slow_unless(sampling="iid")
     def test_sign_function_smoothed_gradient(self, make, dtype, sampling):
         theta = np.array([0.1, 0.0, 0.5])
         g, se = nk.nonlocal_grad(
@@ -44,6 +47,8 @@ class TestNonlocalGrad:
         assert g.shape == (3,) and g.dtype == dtype
         assert np.all(np.abs(_np(g) - truth) <= Z * _np(se) + 1e-4)
 
+    @pytest.mark.slow_unless(backend="numpy")  # 2 x 8000 samples: float32 only elsewhere
+    @pytest.mark.slow_unless(dtype="float32")
     def test_paper_form_is_the_gradient_of_its_smoothing(self, make, dtype):
         # P·G f = ∇ E f(θ + U^{1/P} σ g) (docs: Mathematics, 'smoothed gradient'): average the
         # Gaussian answer over U.

@@ -24,6 +24,12 @@ from ._reference import smoothed_one_hidden_ntk
 
 Z = 5.0  # standard errors allowed per entry
 
+# The Monte Carlo oracles below draw thousands of samples per case. Their full backend x dtype
+# matrix runs in the slow step (`pytest -m slow`); the default run keeps every case on NumPy
+# and the float32 case on the other libraries (conftest: slow_unless).
+ALL_ON_NUMPY = pytest.mark.slow_unless(backend="numpy")
+FLOAT32 = pytest.mark.slow_unless(dtype="float32")
+
 
 def _np(a: object) -> np.ndarray:
     return to_numpy(a).astype(np.float64)
@@ -57,6 +63,8 @@ class TestLinearModel:
             ("antithetic", "paper"),
         ],
     )
+    @ALL_ON_NUMPY
+    @pytest.mark.slow_unless(sampling="iid", form="gaussian")  # elsewhere: the plain estimator
     def test_unbiased_estimators_have_mean_phi_phi(self, make, dtype, sampling, form):
         x = _features()
         k, se = nk.nntk(
@@ -72,6 +80,8 @@ class TestLinearModel:
         )
         _within(k, se, x @ x.T, dtype)
 
+    @ALL_ON_NUMPY
+    @FLOAT32
     def test_ball_and_literal_scale(self, make, dtype):
         x = _features()
         k, se = nk.nntk(
@@ -99,6 +109,8 @@ class TestLinearModel:
         )
         _within(lit, se, x @ x.T / 144, dtype)
 
+    @ALL_ON_NUMPY
+    @FLOAT32
     def test_sketch_is_unbiased_for_linear_f(self, make, dtype):
         x = _features()
         k, se = nk.nntk(
@@ -184,6 +196,8 @@ class TestLinearModel:
 
 class TestAgainstClosedForms:
     @pytest.mark.parametrize("activation", ["sign", "relu", "erf"])
+    @ALL_ON_NUMPY
+    @pytest.mark.slow_unless(activation="sign", dtype="float32")
     def test_one_hidden_layer_gaussian_smoothing(self, make, dtype, activation):
         model = nk.MLP(1, (64,), activation=activation)
         theta = model.init(3, xp=np, dtype=np.float64)
@@ -195,6 +209,8 @@ class TestAgainstClosedForms:
         )
         _within(k, se, truth, dtype)
 
+    @ALL_ON_NUMPY
+    @FLOAT32
     def test_paper_form_matches_its_smoothing_density(self, make, dtype):
         model = nk.MLP(1, (64,), activation="relu")
         theta = model.init(4, xp=np, dtype=np.float64)
@@ -212,6 +228,8 @@ class TestAgainstClosedForms:
         )
         _within(k, se, truth, dtype)
 
+    @ALL_ON_NUMPY
+    @FLOAT32
     def test_sign_network_gets_a_nondegenerate_first_layer_term(self, make, dtype):
         model = nk.MLP(1, (64,), activation="sign")
         theta = model.init(5, xp=np, dtype=np.float64)
@@ -228,6 +246,8 @@ class TestAgainstClosedForms:
         )
         _within(k, se, truth, dtype)
 
+    @ALL_ON_NUMPY
+    @FLOAT32
     def test_quadratic_model_equals_local_ntk_for_every_sigma(self, make, dtype):
         model = nk.MLP(3, (16,), 1, "identity", bias=False)  # f = vᵀ W x: bilinear in θ
         theta = model.init(6, xp=np, dtype=np.float64)
@@ -378,6 +398,8 @@ class TestStructure:
 
 
 class TestNonDifferentiableModels:
+    @ALL_ON_NUMPY
+    @FLOAT32
     def test_stochastic_model(self, make, dtype, xp, device):
         """Noise inside f: unbiased for the noiseless kernel, through the plain callable path."""
         x = _features()
@@ -392,6 +414,8 @@ class TestNonDifferentiableModels:
         )
         _within(k, se, x @ x.T, dtype)
 
+    @ALL_ON_NUMPY
+    @FLOAT32
     def test_quantized_weights(self, make, dtype):
         """f = x·q(θ), q rounding to steps Δ: ∇f_σ = x ⊙ c, c_p = Σ_k Δ ϕ_σ(Δ(k+½) − θ_p)."""
         x = _features()
