@@ -10,8 +10,8 @@ from array_api_compat import device
 
 from ._mc.differences import chunks
 from ._mc.directions import make_directions
-from ._mc.kernel import make_form
 from ._mc.plan import DEFAULT_BUDGET, grad_plan
+from ._mc.smoothing import make_form
 from ._typing import Array
 from ._validate import check_finite, check_ndim
 from ._xp import resolve
@@ -137,7 +137,7 @@ def nonlocal_grad(
             )
     check_finite(xp, theta=theta, samples=samples_arr)
     smooth = smoothing_spec(smoothing, sigma, form, radial, scale)
-    sampling = Estimator(sampling=sampling).sampling
+    sampler = Estimator(sampling=sampling)  # validates `sampling`
     res = resources_spec(resources, memory_budget, samples_per_call, "auto")
     seed = check_seed(seed)
     if samples_arr is not None and seed is not None:
@@ -154,7 +154,7 @@ def nonlocal_grad(
     resolve(theta=theta, output=probe)
     out_shape = tuple(probe.shape[1:])
     n_out = math.prod(out_shape)
-    smoothing_form = make_form(smooth, sampling, "plugin", p)
+    smoothing_form = make_form(smooth, sampler, p)
     plan = grad_plan(
         budget=res.memory_budget or DEFAULT_BUDGET,
         samples_per_call=res.samples_per_call,

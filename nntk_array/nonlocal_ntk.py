@@ -219,8 +219,8 @@ def nntk(
         from .distributed.dask import nntk_graph
 
         return nntk_graph(f, theta, x1, x2, spec)
-    problem, x = kernel.setup(f, theta, x1, x2, spec)
-    result = kernel.compute(problem, x)
+    problem = kernel.setup(f, theta, x1, x2, spec)
+    result = kernel.compute(problem)
     if isinstance(result, tuple):
         return Estimate(*result, samples=problem.dirs.num_rows)
     return result

@@ -21,14 +21,13 @@ from .differences import Differences, chunks, collect
 from .directions import Directions, make_directions
 from .estimators import Estimator, Jackknife, estimator, ratio, stream_numerator
 from .plan import DEFAULT_BUDGET, JACKKNIFE_BATCHES, KernelPlan, kernel_plan
-from .smoothing import Form, GaussHermite, Radial, Stein, gauss_hermite
+from .smoothing import Form, Radial, make_form
 
 __all__ = [
     "KernelSpec",
     "Problem",
     "compute",
     "contract",
-    "make_form",
     "rows",
     "sample_weights",
     "scores",
@@ -52,17 +51,27 @@ class KernelSpec:
 
 
 @dataclass(frozen=True)
-class Problem:
-    """A validated call: the namespace, the bound model, the form, the estimator, the plan
-    and the directions; ``ref`` the rows of the evaluated inputs the attention scores read."""
+class Inputs:
+    """The rows a call evaluates: x1 (``n1`` rows), then x2 (``n2``, ``None`` for a symmetric
+    kernel), then the attention's reference inputs when given; ``ref`` the rows the attention
+    scores read and ``targets`` theirs."""
 
-    xp: Namespace
-    theta: Array
-    model: Bound
+    x: Array
     n1: int
     n2: int | None
     ref: slice
     targets: Array | None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A validated call: the namespace, the bound model, its inputs, the smoothing form, the
+    estimator, the plan, the directions and the accumulation dtype."""
+
+    xp: Namespace
+    theta: Array
+    model: Bound
+    inputs: Inputs
     form: Form
     est: Estimator
     plan: KernelPlan
@@ -73,17 +82,6 @@ class Problem:
     @property
     def groups(self) -> list[tuple[int, int]]:
         return self.dirs.groups
-
-
-def make_form(smoothing: Any, sampling: str, estimator_name: str, num_params: int) -> Form:
-    """The smoothing form for these options."""
-    antithetic = sampling == "antithetic"
-    if estimator_name == "directional":
-        return GaussHermite(smoothing.sigma, ())  # nodes are set by setup (needs quadrature)
-    if smoothing.form == "gaussian":
-        return Stein(smoothing.sigma, antithetic)
-    c = float(num_params) if smoothing.scale == "gradient-consistent" else 1.0
-    return Radial(smoothing.sigma, c, smoothing.radial == "ball", antithetic)
 
 
 def _check_combination(spec: KernelSpec) -> None:
@@ -102,25 +100,110 @@ def _check_combination(spec: KernelSpec) -> None:
         )
 
 
-def setup(
-    f: Any, theta: Array, x1: Array, x2: Array | None, spec: KernelSpec
-) -> tuple[Problem, Array]:
+def setup(f: Any, theta: Array, x1: Array, x2: Array | None, spec: KernelSpec) -> Problem:
     """Validate the inputs against the model and options and make every decision that
-    depends on shapes (not values); return the problem and the inputs to evaluate
-    (x1, then x2, then the attention's reference inputs when given)."""
-    samples_arr = None if isinstance(spec.samples, int) else spec.samples
+    depends on shapes (not values): the inputs to evaluate, the form, the estimator, the plan
+    and the directions. Nothing is evaluated or drawn here."""
+    samples = None if isinstance(spec.samples, int) else spec.samples
     att = spec.attention
-    targets = None if att is None else att.targets
-    reference = None if att is None else att.reference
-    xp, (theta, x1, x2, samples_arr, targets, reference) = resolve(
+    xp, (theta, x1, x2, samples, targets, reference) = resolve(
         theta=theta,
         x1=x1,
         x2=x2,
-        samples=samples_arr,
-        **{"attention.targets": targets, "attention.reference": reference},
+        samples=samples,
+        **{
+            "attention.targets": None if att is None else att.targets,
+            "attention.reference": None if att is None else att.reference,
+        },
     )
     _check_combination(spec)
     model = bind(f, xp, theta, x1, x2)
+    if samples is not None:
+        _check_samples(samples, model.num_params, spec)
+    check_finite(
+        xp,
+        theta=theta,
+        x1=x1,
+        x2=x2,
+        samples=samples,
+        **{"attention.targets": targets, "attention.reference": reference},
+    )
+    inputs = _inputs(xp, f, theta, x1, x2, reference, targets, model.num_outputs)
+    est_spec = spec.estimator
+    acc = xp.float64 if est_spec.accumulate == "float64" else theta.dtype
+    require_dtype(xp, acc)
+    m = spec.samples if samples is None else samples.shape[0]
+    form = make_form(spec.smoothing, est_spec, model.num_params)
+    itemsize = 4 if theta.dtype == xp.float32 else 8
+    plan = kernel_plan(
+        budget=spec.resources.memory_budget or DEFAULT_BUDGET,
+        samples_per_call=spec.resources.samples_per_call,
+        m=m,
+        p=model.num_params,
+        n1=inputs.n1,
+        n2=inputs.n1 if inputs.n2 is None else inputs.n2,
+        n_out=model.num_outputs,
+        itemsize=itemsize,
+        acc_size=4 if acc == xp.float32 else 8,
+        per_set=model.eval_bytes_per_set(inputs.x.shape[0], itemsize),
+        copies=form.copies,
+        estimator=est_spec.name,
+        sampling=est_spec.sampling,
+        explicit=samples is not None,
+        route=spec.resources.route,
+        stderr=spec.stderr,
+        symmetric=inputs.n2 is None,
+    )
+    dirs = make_directions(
+        xp,
+        m if samples is None else samples,
+        est_spec.sampling,
+        spec.seed,
+        num_params=model.num_params,
+        dtype=theta.dtype,
+        device=device(theta),
+        group_size=plan.group_size,
+        cache_bytes=plan.cache_bytes,
+    )
+    est = estimator(est_spec.name, paper=spec.smoothing.form == "paper")
+    needed = max(est.min_groups, 2 if spec.stderr else 1)
+    if len(dirs.groups) < needed:
+        raise ValueError(
+            f"estimator={est.name!r}{' with return_stderr' if spec.stderr else ''} needs at "
+            f"least {needed} independent samples (or groups); got samples={m}"
+        )
+    return Problem(xp, theta, model, inputs, form, est, plan, dirs, acc, spec)
+
+
+def _check_samples(samples: Array, p: int, spec: KernelSpec) -> None:
+    check_ndim("samples", samples, (2,), f"(M, {p})")
+    if samples.shape[1] != p or samples.shape[0] < 1:
+        raise ValueError(
+            f"`samples` must have shape (M, {p}) with M >= 1; got {tuple(samples.shape)}"
+        )
+    if spec.estimator.sampling not in ("iid", "antithetic"):
+        raise ValueError(
+            "explicit `samples` are used as given: `sampling` must be 'iid' or 'antithetic'"
+        )
+    if spec.seed is not None:
+        raise ValueError("explicit `samples` need no `seed`")
+
+
+def _inputs(
+    xp: Namespace,
+    f: Any,
+    theta: Array,
+    x1: Array,
+    x2: Array | None,
+    reference: Array | None,
+    targets: Array | None,
+    n_out: int,
+) -> Inputs:
+    """x1, x2 and the reference inputs as one array of rows, and where each part lies."""
+    n1 = x1.shape[0]
+    n2 = None if x2 is None else x2.shape[0]
+    parts = [x1] if x2 is None else [x1, x2]
+    ref = slice(0, n1)
     if reference is not None:
         bind(f, xp, theta, reference)
         if tuple(reference.shape[1:]) != tuple(x1.shape[1:]):
@@ -129,36 +212,9 @@ def setup(
                 f"{', '.join(map(str, x1.shape[1:]))}) to match `x1`; got "
                 f"{tuple(reference.shape)}"
             )
-    p, n_out = model.num_params, model.num_outputs
-    if samples_arr is not None:
-        check_ndim("samples", samples_arr, (2,), f"(M, {p})")
-        if samples_arr.shape[1] != p or samples_arr.shape[0] < 1:
-            raise ValueError(
-                f"`samples` must have shape (M, {p}) with M >= 1; got {tuple(samples_arr.shape)}"
-            )
-        if spec.estimator.sampling not in ("iid", "antithetic"):
-            raise ValueError(
-                "explicit `samples` are used as given: `sampling` must be 'iid' or 'antithetic'"
-            )
-        if spec.seed is not None:
-            raise ValueError("explicit `samples` need no `seed`")
-    check_finite(
-        xp,
-        theta=theta,
-        x1=x1,
-        x2=x2,
-        samples=samples_arr,
-        **{"attention.targets": targets, "attention.reference": reference},
-    )
-    n1 = x1.shape[0]
-    n2 = None if x2 is None else x2.shape[0]
-    parts = [x1] + ([] if x2 is None else [x2])
-    if reference is not None:
         start = n1 + (n2 or 0)
         ref = slice(start, start + reference.shape[0])
         parts.append(reference)
-    else:
-        ref = slice(0, n1)
     n_ref = ref.stop - ref.start
     if targets is not None and tuple(targets.shape) not in ((n_ref,), (n_ref, n_out)):
         raise ValueError(
@@ -166,54 +222,7 @@ def setup(
             f"the reference inputs; got {tuple(targets.shape)}"
         )
     x = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
-    est_spec, res = spec.estimator, spec.resources
-    acc = xp.float64 if est_spec.accumulate == "float64" else theta.dtype
-    require_dtype(xp, acc)
-    itemsize = 4 if theta.dtype == xp.float32 else 8
-    m = spec.samples if isinstance(spec.samples, int) else samples_arr.shape[0]
-    form = make_form(spec.smoothing, est_spec.sampling, est_spec.name, p)
-    if isinstance(form, GaussHermite):
-        form = GaussHermite(form.sigma, gauss_hermite(est_spec.quadrature, form.sigma))
-    est = estimator(est_spec.name, paper=spec.smoothing.form == "paper")
-    budget = res.memory_budget or DEFAULT_BUDGET
-    plan = kernel_plan(
-        budget=budget,
-        samples_per_call=res.samples_per_call,
-        m=m,
-        p=p,
-        n1=n1,
-        n2=n1 if n2 is None else n2,
-        n_out=n_out,
-        itemsize=itemsize,
-        acc_size=4 if acc == xp.float32 else 8,
-        per_set=model.eval_bytes_per_set(x.shape[0], itemsize),
-        copies=form.copies,
-        estimator=est_spec.name,
-        sampling=est_spec.sampling,
-        explicit=samples_arr is not None,
-        route=res.route,
-        stderr=spec.stderr,
-        symmetric=x2 is None,
-    )
-    dirs = make_directions(
-        xp,
-        m if samples_arr is None else samples_arr,
-        est_spec.sampling,
-        spec.seed,
-        num_params=p,
-        dtype=theta.dtype,
-        device=device(theta),
-        group_size=plan.group_size,
-        cache_bytes=plan.cache_bytes,
-    )
-    needed = max(est.min_groups, 2 if spec.stderr else 1)
-    if len(dirs.groups) < needed:
-        raise ValueError(
-            f"estimator={est.name!r}{' with return_stderr' if spec.stderr else ''} needs at "
-            f"least {needed} independent samples (or groups); got samples={m}"
-        )
-    problem = Problem(xp, theta, model, n1, n2, ref, targets, form, est, plan, dirs, acc, spec)
-    return problem, x
+    return Inputs(x, n1, n2, ref, targets)
 
 
 def rows(problem: Problem, x: Array, *, attention: bool) -> Differences:
@@ -301,15 +310,16 @@ def contract(
     return kernel, xp.astype(se, dtype, copy=False)
 
 
-def compute(problem: Problem, x: Array) -> Array | tuple[Array, Array]:
+def compute(problem: Problem) -> Array | tuple[Array, Array]:
     """The whole kernel in memory: differences of all inputs, weights, one contraction."""
-    xp, n1, n2, att = problem.xp, problem.n1, problem.n2, problem.spec.attention
+    xp, att, inputs = problem.xp, problem.spec.attention, problem.inputs
+    n1, n2, x = inputs.n1, inputs.n2, inputs.x
     diffs = rows(problem, x, attention=att is not None)
     a = diffs.raw * diffs.weights
     s = None
     if att is not None:
-        num_ref = problem.ref.stop - problem.ref.start
-        s = scores(problem, att, diffs, x, problem.ref, num_ref, problem.targets)
+        num_ref = inputs.ref.stop - inputs.ref.start
+        s = scores(problem, att, diffs, x, inputs.ref, num_ref, inputs.targets)
     n_rows = n1 + (n2 or 0)
     alpha = sample_weights(problem, att, s, x.shape[0])[:n_rows, ...]
     a = a[:n_rows, ...] * alpha[:, None, :]

@@ -19,13 +19,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .._typing import Array
 from .directions import Directions
 
-__all__ = ["Form", "GaussHermite", "Perturbed", "Radial", "Stein", "gauss_hermite"]
+__all__ = [
+    "Form",
+    "GaussHermite",
+    "Perturbed",
+    "Radial",
+    "Stein",
+    "gauss_hermite",
+    "make_form",
+]
 
 Evaluate = Callable[[Array], Array]  # (B, P) -> (B, N, O)
 
@@ -168,3 +177,16 @@ def gauss_hermite(order: int, sigma: float) -> tuple[tuple[float, float], ...]:
         for vq, wq in zip(v, w, strict=True)
         if vq > 0
     )
+
+
+def make_form(smoothing: Any, estimator_spec: Any, num_params: int) -> Form:
+    """The smoothing form for a :class:`~nntk_array.Smoothing` and an
+    :class:`~nntk_array.Estimator` spec."""
+    if estimator_spec.name == "directional":
+        nodes = gauss_hermite(estimator_spec.quadrature, smoothing.sigma)
+        return GaussHermite(smoothing.sigma, nodes)
+    antithetic = estimator_spec.sampling == "antithetic"
+    if smoothing.form == "gaussian":
+        return Stein(smoothing.sigma, antithetic)
+    c = float(num_params) if smoothing.scale == "gradient-consistent" else 1.0
+    return Radial(smoothing.sigma, c, smoothing.radial == "ball", antithetic)

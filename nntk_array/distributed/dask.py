@@ -120,7 +120,7 @@ def _problem(f: Any, theta: Array, x: Array, spec: kernel.KernelSpec) -> kernel.
     """The problem a task runs, on its block of inputs. The attention (validated on the
     client) is applied by the tasks themselves: a block's position in the concatenated
     inputs says which of its rows are reference rows."""
-    return kernel.setup(f, theta, x, None, replace(spec, attention=None))[0]
+    return kernel.setup(f, theta, x, None, replace(spec, attention=None))
 
 
 def _rows_task(
@@ -223,7 +223,7 @@ def nntk_graph(f: Any, theta: Any, x1: Any, x2: Any, spec: kernel.KernelSpec) ->
             targets=None if targets is None else _proxy(targets),
         )
     p1 = _proxy(x1)
-    problem, _ = kernel.setup(
+    problem = kernel.setup(
         f, theta, p1, None if x2 is None else _proxy(x2), replace(spec, attention=proxy_att)
     )
     theta = problem.theta  # promoted to the common dtype: every task draws in that dtype
