@@ -30,10 +30,11 @@ is slow except for the parametrizations whose parameters all match (a value or a
 values; ``backend`` compares the case id, e.g. ``array_api_strict_no_float64``); with several
 ``slow_unless`` markers a parametrization matching any of them is fast. The full matrix of a
 long Monte Carlo oracle runs in the slow step, while its cheap cases keep every backend covered
-in the default run. The JAX float64 cases of the ``dtype`` fixture are slow too (``SLOW_CELLS``:
-JAX compiles every primitive once per dtype, so they double JAX's time, and float64 arithmetic
-is covered on the other libraries in the default run), except in tests marked ``fast``. Naming
-a slow test explicitly still needs ``-m slow`` or ``-m ""``.
+in the default run. In the Monte Carlo and NTK test modules (``SLOW_CELL_MODULES``) the JAX
+float64 cases of the ``dtype`` fixture are slow too (``SLOW_CELLS``: JAX compiles every
+primitive once per shape and dtype, so they double JAX's time there, and float64 arithmetic is
+covered on the other libraries in the default run), except in tests marked ``fast``. Naming a
+slow test explicitly still needs ``-m slow`` or ``-m ""``.
 
 JAX compiles every primitive once per shape and dtype in eager mode, and that compilation
 dominates the JAX tests' time. On the CPU, and unless ``XLA_FLAGS`` is already set or
@@ -92,10 +93,18 @@ CASES = {
     "cupy": "cupy",
 }
 STRICT_DEVICE = {"array_api_strict": "device1", "array_api_strict_no_float64": "no_float64"}
-# (case, dtype) cells whose tests run in the slow step only, unless a test is marked `fast`:
-# JAX compiles every primitive once per dtype, so its float64 cases double its time, and float64
-# arithmetic is covered by NumPy, array-api-strict and torch in the default run.
+# (case, dtype) cells whose tests, in the modules named, run in the slow step only, unless a
+# test is marked `fast`: JAX compiles every primitive once per shape and dtype, so its float64
+# cases double its time in the Monte Carlo and NTK modules (most of JAX's time), and float64
+# arithmetic is covered there by NumPy, array-api-strict and torch in the default run.
 SLOW_CELLS = {("jax", "float64")}
+SLOW_CELL_MODULES = {
+    "test_nonlocal_ntk.py",
+    "test_nonlocal_grad.py",
+    "test_local_ntk.py",
+    "test_model_protocol.py",
+    "test_regressions.py",
+}
 STRICT_API_VERSION = "2025.12"
 
 # JAX's eager mode compiles each primitive per shape and dtype: make that compilation cheap
@@ -245,7 +254,11 @@ def _case_of(item: pytest.Item) -> str:
     if marker is not None:
         return str(marker.args[0])
     callspec = getattr(item, "callspec", None)
-    return str(callspec.params.get("backend", INDEPENDENT)) if callspec else INDEPENDENT
+    case = callspec.params.get("backend", INDEPENDENT) if callspec else INDEPENDENT
+    return case if isinstance(case, str) else UNSELECTED  # no library selected: NOTSET
+
+
+UNSELECTED = "<no library selected>"
 
 
 def _library_of(case: str) -> str:
@@ -262,7 +275,9 @@ def _is_slow(item: pytest.Item) -> bool:
         params["dtype"] = _dtype_label(params["dtype"])
     if item.get_closest_marker("fast") is not None:
         return False
-    if (params["backend"], params.get("dtype")) in SLOW_CELLS:
+    if (params["backend"], params.get("dtype")) in SLOW_CELLS and (
+        item.path.name in SLOW_CELL_MODULES
+    ):
         return True
     markers = list(item.iter_markers("slow_unless"))
     if not markers:
@@ -285,6 +300,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         case = _case_of(item)
         library = _library_of(case)
+        if case == UNSELECTED:
+            drop.append(item)
+            continue
         if library not in (INDEPENDENT, *ALL_BACKENDS):
             raise pytest.UsageError(f"{item.nodeid}: unknown backend {case!r}")
         if _is_slow(item):
