@@ -379,16 +379,14 @@ class TestStructure:
             atol=tol(dtype, "contraction") * np.abs(ref).max(),
         )
 
-    def test_float64_accumulation(self, make, dtype, xp, device, request):
+    def test_float64_accumulation(self, make, dtype, xp, device):
+        model, theta, x1, _ = self._setup(make)
         info = getattr(xp, "__array_namespace_info__", None)
         if info is not None and "float64" not in info().dtypes(device=device):
-            # Library issue (reported): accumulate="float64" on a device without float64 fails
-            # inside the estimator (array-api-strict: "Device('no_float64') does not support
-            # dtype=float64") instead of with a clear error at validation, or a fallback.
-            request.applymarker(
-                pytest.mark.xfail(raises=ValueError, strict=True, reason="no float64 here")
-            )
-        model, theta, x1, _ = self._setup(make)
+            # a clear error at validation, before anything is evaluated
+            with pytest.raises(ValueError, match=r"accumulate='float64' needs .*float64"):
+                nk.nntk(model, theta, x1, sigma=0.2, samples=40, seed=6, accumulate="float64")
+            return
         k = nk.nntk(model, theta, x1, sigma=0.2, samples=40, seed=6, accumulate="float64")
         ref = nk.nntk(model, theta, x1, sigma=0.2, samples=40, seed=6)
         assert k.dtype == dtype

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from array_api_compat import device as array_device
 
-from nntk_array.backends.random import Generator
 from nntk_array._mc.directions import COL_TILE, ROW_TILE, make_directions
 from nntk_array.testing import to_numpy
 

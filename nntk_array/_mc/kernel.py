@@ -131,7 +131,7 @@ def setup(f: Any, theta: Array, x1: Array, x2: Array | None, spec: KernelSpec) -
     inputs = _inputs(xp, f, theta, x1, x2, reference, targets, model.num_outputs)
     est_spec = spec.estimator
     acc = xp.float64 if est_spec.accumulate == "float64" else theta.dtype
-    require_dtype(xp, acc)
+    require_dtype(xp, acc, device(theta), what="accumulate='float64'")
     m = spec.samples if samples is None else samples.shape[0]
     form = make_form(spec.smoothing, est_spec, model.num_params)
     itemsize = 4 if theta.dtype == xp.float32 else 8

@@ -215,7 +215,7 @@ class MLP:
             dtype = default_float_dtype(xp, device)
         if not xp.isdtype(dtype, "real floating"):
             raise TypeError(f"`dtype` must be a real floating dtype; got {dtype!r}")
-        require_dtype(xp, dtype)
+        require_dtype(xp, dtype, device, what="`dtype`")
         theta = Generator(seed, xp=xp, device=device).normal((self.num_params,), dtype=dtype)
         if self.parameterization == "ntk":
             return theta
