@@ -140,7 +140,8 @@ def render(tallies: list[dict], today: datetime.date) -> str:
         "## Runs",
         "",
         "The last column counts the tests not tied to one library (doctests, and tests "
-        "that make their own arrays), run again in each environment.",
+        "that make their own arrays); `backends/run` runs them once, in the NumPy "
+        "environment.",
         "",
         *table(
             [
