@@ -112,8 +112,9 @@ Evaluate = Callable[[Array], Array]
 class Bound:
     """A model bound to validated parameters and inputs: what the engine calls.
 
-    ``evaluate(thetas, x)`` returns (B, N, O) without argument checks; the optional
-    capabilities are ``None`` where the model lacks them.
+    ``evaluate(thetas, x)`` returns (B, N, O) without argument checks; capabilities the
+    model lacks are filled in generically (autodiff Jacobians and JVPs, a memory estimate
+    from the output size, no linear blocks).
     """
 
     num_params: int
@@ -122,7 +123,7 @@ class Bound:
     eval_bytes_per_set: Callable[[int, int], int]
     ntk_terms: Callable[[Namespace, Array, Array], list[NTKTerm]]
     ntk_numbers_per_input: int
-    jvp: Callable[[Array, Array, Array], Array] | None
+    jvp: Callable[[Array, Array, Array], Array]
     linear_blocks: tuple[tuple[int, int], ...]
 
 
@@ -158,7 +159,7 @@ def bind(f: Any, xp: Namespace, theta: Array, x1: Array, x2: Array | None = None
         if check_x is not None:
             check_x(name, x)
         else:
-            check_ndim(name, x, tuple(range(1, 33)), f"({name[0].upper()}{name[1]}, ...)")
+            check_ndim(name, x, tuple(range(1, 33)), f"(N{name[1]}, ...)")
         if x.shape[0] == 0:
             raise ValueError(f"`{name}` must hold at least one input; got shape {tuple(x.shape)}")
     if x2 is not None and tuple(x2.shape[1:]) != tuple(x1.shape[1:]):
@@ -174,7 +175,6 @@ def bind(f: Any, xp: Namespace, theta: Array, x1: Array, x2: Array | None = None
     n_out = getattr(f, "out_features", None)
     if n_out is None:
         n_out = _probe_outputs(apply, theta, x1[: min(2, x1.shape[0]), ...])
-    itemsize = 4 if theta.dtype == xp.float32 else 8
     eval_bytes = getattr(f, "eval_bytes_per_set", None)
     if eval_bytes is None:  # outputs and a few temporaries of that size per set
 
@@ -190,7 +190,6 @@ def bind(f: Any, xp: Namespace, theta: Array, x1: Array, x2: Array | None = None
     model_jvp = getattr(f, "jvp", None)
     if model_jvp is None:
         model_jvp = _autodiff_jvp(xp, apply)
-    del itemsize
     return Bound(
         num_params=p,
         num_outputs=int(n_out),
