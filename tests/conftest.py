@@ -102,7 +102,7 @@ SLOW_CELL_MODULES = {
     "test_nonlocal_ntk.py",
     "test_nonlocal_grad.py",
     "test_local_ntk.py",
-    "test_model_protocol.py",
+    "test_protocol.py",
     "test_regressions.py",
 }
 STRICT_API_VERSION = "2025.12"
