@@ -10,7 +10,7 @@ from ._version import __version__
 from .attention import Attention, attention_weights, effective_sample_size
 from .local_ntk import ntk
 from .metrics import band_error, kernel_alignment
-from .models import MLP, Model, from_torch
+from .models import MLP, Model, from_jax, from_torch
 from .monte_carlo import monte_carlo_kernel
 from .nonlocal_grad import nonlocal_grad
 from .nonlocal_ntk import nntk
@@ -30,6 +30,7 @@ __all__ = [
     "attention_weights",
     "band_error",
     "effective_sample_size",
+    "from_jax",
     "from_torch",
     "gradient_flow",
     "kernel_alignment",

@@ -33,6 +33,7 @@ def test_public_names():
             "attention_weights",
             "band_error",
             "effective_sample_size",
+            "from_jax",
             "from_torch",
             "gradient_flow",
             "kernel_alignment",

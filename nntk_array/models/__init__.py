@@ -5,8 +5,9 @@ optional capabilities the kernels use; :mod:`.mlp` is the built-in network, whic
 of them; :mod:`.activations` its pointwise nonlinearities.
 """
 
+from .from_jax import JaxModel, from_jax
 from .from_torch import TorchModel, from_torch
 from .mlp import MLP
 from .protocol import Model, NTKTerm
 
-__all__ = ["MLP", "Model", "NTKTerm", "TorchModel", "from_torch"]
+__all__ = ["MLP", "JaxModel", "Model", "NTKTerm", "TorchModel", "from_jax", "from_torch"]
