@@ -9,7 +9,7 @@ from typing import Any
 from array_api_compat import device
 
 from ._mc.differences import chunks
-from ._mc.directions import make_directions
+from ._mc.directions import check_explicit, make_directions
 from ._mc.plan import DEFAULT_BUDGET, grad_plan
 from ._mc.smoothing import make_form
 from ._typing import Array
@@ -125,23 +125,13 @@ def nonlocal_grad(
         raise TypeError(f"`return_stderr` must be a bool; got {type(return_stderr).__name__}")
     check_ndim("theta", theta, (1,), "(P,)")
     p = theta.shape[0]
-    if samples_arr is not None:
-        check_ndim("samples", samples_arr, (2,), f"(M, {p})")
-        if samples_arr.shape[1] != p or samples_arr.shape[0] < 1:
-            raise ValueError(
-                f"`samples` must have shape (M, {p}) with M >= 1; got {tuple(samples_arr.shape)}"
-            )
-        if sampling not in ("iid", "antithetic"):
-            raise ValueError(
-                "explicit `samples` are used as given: `sampling` must be 'iid' or 'antithetic'"
-            )
     check_finite(xp, theta=theta, samples=samples_arr)
     smooth = smoothing_spec(smoothing, sigma, form, radial, scale)
     sampler = Estimator(sampling=sampling)  # validates `sampling`
     res = resources_spec(resources, memory_budget, samples_per_call, "auto")
     seed = check_seed(seed)
-    if samples_arr is not None and seed is not None:
-        raise ValueError("explicit `samples` need no `seed`")
+    if samples_arr is not None:
+        check_explicit(samples_arr, p, sampler.sampling, seed)
     m = count if count is not None else samples_arr.shape[0]
     if return_stderr and m < 2:
         raise ValueError(f"return_stderr needs samples >= 2; got {m}")

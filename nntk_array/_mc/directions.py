@@ -36,7 +36,14 @@ from .._special import ndtri
 from .._typing import Array, Device, DType, Namespace
 from ..backends.random import Generator, draw_parallel
 
-__all__ = ["COL_TILE", "ROW_TILE", "SAMPLINGS", "Directions", "make_directions"]
+__all__ = [
+    "COL_TILE",
+    "ROW_TILE",
+    "SAMPLINGS",
+    "Directions",
+    "check_explicit",
+    "make_directions",
+]
 
 SAMPLINGS = ("iid", "antithetic", "orthogonal", "qmc")
 ROW_TILE = 32
@@ -338,6 +345,21 @@ class _Orthogonal(Directions):
         if len(parts) > 1:
             return xp.concat(parts, axis=0)
         return xp.asarray(parts[0], copy=True) if fresh else parts[0]
+
+
+def check_explicit(samples: Array, num_params: int, sampling: str, seed: object) -> None:
+    """Raise ``ValueError`` unless explicit directions are an (M, P) array used as given:
+    iid or antithetic sampling, and no seed."""
+    if samples.ndim != 2 or samples.shape[1] != num_params or samples.shape[0] < 1:
+        raise ValueError(
+            f"`samples` must have shape (M, {num_params}) with M >= 1; got {tuple(samples.shape)}"
+        )
+    if sampling not in ("iid", "antithetic"):
+        raise ValueError(
+            "explicit `samples` are used as given: `sampling` must be 'iid' or 'antithetic'"
+        )
+    if seed is not None:
+        raise ValueError("explicit `samples` need no `seed`")
 
 
 def make_directions(

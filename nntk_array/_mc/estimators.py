@@ -62,6 +62,13 @@ class Estimator:
         """α_i V α_kᵀ, (N1, N2): the weight of the sample pairs the estimator keeps."""
         raise NotImplementedError
 
+    def stream_correction(
+        self, xp: Namespace, a1: Array, u_sq: Array, a2: Array, full: bool
+    ) -> Array | None:
+        """What the column-streamed ã G ãᵀ must lose to be this estimator's numerator
+        (only estimators whose W is a Gram can be streamed)."""
+        return None
+
     def kernel(
         self, a1: Array, al1: Array, a2: Array, al2: Array, w: Array, groups: Groups, full: bool
     ) -> Array:
@@ -82,12 +89,6 @@ class PlugIn(Estimator):
 
     def denominator(self, xp: Namespace, al1: Array, al2: Array, groups: Groups) -> Array:
         return xp.sum(al1, axis=1)[:, None] * xp.sum(al2, axis=1)[None, :]
-
-    def stream_correction(
-        self, xp: Namespace, a1: Array, u_sq: Array, a2: Array, full: bool
-    ) -> Array | None:
-        """What the column-streamed ã G ãᵀ must lose to be this estimator's numerator."""
-        return None
 
 
 class UStatistic(PlugIn):

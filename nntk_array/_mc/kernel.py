@@ -12,13 +12,13 @@ from typing import Any
 from array_api_compat import device
 
 from .._typing import Array, Namespace
-from .._validate import check_finite, check_ndim
+from .._validate import check_finite
 from .._xp import resolve
 from ..backends.dtypes import require_dtype
-from ..models.protocol import Bound, bind
+from ..models.protocol import Bound, bind, check_inputs
 from . import attention as att_mc
 from .differences import Differences, chunks, collect
-from .directions import Directions, make_directions
+from .directions import Directions, check_explicit, make_directions
 from .estimators import Estimator, Jackknife, estimator, ratio, stream_numerator
 from .plan import DEFAULT_BUDGET, JACKKNIFE_BATCHES, KernelPlan, kernel_plan
 from .smoothing import Form, Radial, make_form
@@ -119,7 +119,7 @@ def setup(f: Any, theta: Array, x1: Array, x2: Array | None, spec: KernelSpec) -
     _check_combination(spec)
     model = bind(f, xp, theta, x1, x2)
     if samples is not None:
-        _check_samples(samples, model.num_params, spec)
+        check_explicit(samples, model.num_params, spec.estimator.sampling, spec.seed)
     check_finite(
         xp,
         theta=theta,
@@ -128,7 +128,7 @@ def setup(f: Any, theta: Array, x1: Array, x2: Array | None, spec: KernelSpec) -
         samples=samples,
         **{"attention.targets": targets, "attention.reference": reference},
     )
-    inputs = _inputs(xp, f, theta, x1, x2, reference, targets, model.num_outputs)
+    inputs = _inputs(xp, f, x1, x2, reference, targets, model.num_outputs)
     est_spec = spec.estimator
     acc = xp.float64 if est_spec.accumulate == "float64" else theta.dtype
     require_dtype(xp, acc, device(theta), what="accumulate='float64'")
@@ -175,24 +175,9 @@ def setup(f: Any, theta: Array, x1: Array, x2: Array | None, spec: KernelSpec) -
     return Problem(xp, theta, model, inputs, form, est, plan, dirs, acc, spec)
 
 
-def _check_samples(samples: Array, p: int, spec: KernelSpec) -> None:
-    check_ndim("samples", samples, (2,), f"(M, {p})")
-    if samples.shape[1] != p or samples.shape[0] < 1:
-        raise ValueError(
-            f"`samples` must have shape (M, {p}) with M >= 1; got {tuple(samples.shape)}"
-        )
-    if spec.estimator.sampling not in ("iid", "antithetic"):
-        raise ValueError(
-            "explicit `samples` are used as given: `sampling` must be 'iid' or 'antithetic'"
-        )
-    if spec.seed is not None:
-        raise ValueError("explicit `samples` need no `seed`")
-
-
 def _inputs(
     xp: Namespace,
     f: Any,
-    theta: Array,
     x1: Array,
     x2: Array | None,
     reference: Array | None,
@@ -205,13 +190,7 @@ def _inputs(
     parts = [x1] if x2 is None else [x1, x2]
     ref = slice(0, n1)
     if reference is not None:
-        bind(f, xp, theta, reference)
-        if tuple(reference.shape[1:]) != tuple(x1.shape[1:]):
-            raise ValueError(
-                f"`attention.reference` must have shape (N_ref, "
-                f"{', '.join(map(str, x1.shape[1:]))}) to match `x1`; got "
-                f"{tuple(reference.shape)}"
-            )
+        check_inputs(f, x1, **{"attention.reference": reference})
         start = n1 + (n2 or 0)
         ref = slice(start, start + reference.shape[0])
         parts.append(reference)
@@ -331,7 +310,7 @@ def compute(problem: Problem) -> Array | tuple[Array, Array]:
     num, u_sq = stream_numerator(
         xp, problem.dirs, a1, a2, problem.acc, problem.plan.stream_rows, full, n2 is None
     )
-    correction = problem.est.stream_correction(xp, a1, u_sq, a2, full)  # type: ignore[attr-defined]
+    correction = problem.est.stream_correction(xp, a1, u_sq, a2, full)
     if correction is not None:
         num = num - correction
     den = problem.est.denominator(xp, al1, al2, problem.groups)

@@ -41,7 +41,7 @@ from .._validate import check_ndim
 from .._xp import resolve
 from ..backends.autodiff import jacobian, jvp
 
-__all__ = ["Bound", "Model", "NTKTerm", "bind"]
+__all__ = ["Bound", "Model", "NTKTerm", "bind", "check_inputs"]
 
 
 @runtime_checkable
@@ -152,21 +152,7 @@ def bind(f: Any, xp: Namespace, theta: Array, x1: Array, x2: Array | None = None
     p = int(f.num_params) if is_model else theta.shape[0]
     if theta.shape[0] != p:
         raise ValueError(f"`theta` must have shape ({p},) for this model; got {tuple(theta.shape)}")
-    check_x = getattr(f, "check_x", None)
-    for name, x in (("x1", x1), ("x2", x2)):
-        if x is None:
-            continue
-        if check_x is not None:
-            check_x(name, x)
-        else:
-            check_ndim(name, x, tuple(range(1, 33)), f"(N{name[1]}, ...)")
-        if x.shape[0] == 0:
-            raise ValueError(f"`{name}` must hold at least one input; got shape {tuple(x.shape)}")
-    if x2 is not None and tuple(x2.shape[1:]) != tuple(x1.shape[1:]):
-        raise ValueError(
-            f"`x2` must have shape (N2, {', '.join(map(str, x1.shape[1:]))}) to match `x1`; "
-            f"got shape {tuple(x2.shape)}"
-        )
+    check_inputs(f, x1, x2=x2)
     apply = getattr(f, "apply_unchecked", None) or (f.apply if is_model else f)
 
     def evaluate(thetas: Array, x: Array) -> Array:
@@ -200,6 +186,27 @@ def bind(f: Any, xp: Namespace, theta: Array, x1: Array, x2: Array | None = None
         jvp=model_jvp,
         linear_blocks=tuple(getattr(f, "linear_blocks", ())),
     )
+
+
+def check_inputs(f: Any, x1: Array, **others: Array | None) -> None:
+    """Raise ``ValueError`` unless ``x1`` and the named ``others`` (``None`` skipped) are
+    inputs of the model ``f`` (its ``check_x`` where it has one, else (N, ...)) with at least
+    one row each, the others shaped like ``x1`` after the first axis."""
+    check_x = getattr(f, "check_x", None)
+    for name, x in {"x1": x1, **others}.items():
+        if x is None:
+            continue
+        if check_x is not None:
+            check_x(name, x)
+        else:
+            check_ndim(name, x, tuple(range(1, 33)), "(N, ...)")
+        if x.shape[0] == 0:
+            raise ValueError(f"`{name}` must hold at least one input; got shape {tuple(x.shape)}")
+        if tuple(x.shape[1:]) != tuple(x1.shape[1:]):
+            raise ValueError(
+                f"`{name}` must have shape (N, {', '.join(map(str, x1.shape[1:]))}) to match "
+                f"`x1`; got shape {tuple(x.shape)}"
+            )
 
 
 def _probe_outputs(apply: Callable[[Array, Array], Array], theta: Array, x: Array) -> int:
