@@ -14,4 +14,6 @@ backend inside functions, so ``import nntk_array`` loads none of them.
 - :mod:`.dtypes`: dtype availability (JAX without x64, devices without float64).
 - :mod:`.tracing`: whether array values can be read now (JAX tracers cannot).
 - :mod:`.sync`: device synchronization for timing (benchmarks only).
+- :mod:`.torch_module`, :mod:`.jax_pytree`: a ``torch.nn.Module`` and a JAX pytree model as
+  models of the protocol (``nk.from_torch``, ``nk.from_jax``).
 """

@@ -2,11 +2,14 @@
 
 :mod:`.protocol` says what a model is (a parameter count and a batched ``apply``) and which
 optional capabilities the kernels use; :mod:`.mlp` is the built-in network, which offers all
-of them; :mod:`.activations` its pointwise nonlinearities.
+of them; :mod:`.activations` its pointwise nonlinearities. The adapters of PyTorch modules
+and JAX pytree models (:func:`from_torch`, :func:`from_jax`) name their frameworks, so they
+live in the backend seam (``backends/torch_module.py``, ``backends/jax_pytree.py``) and are
+re-exported here.
 """
 
-from .from_jax import JaxModel, from_jax
-from .from_torch import TorchModel, from_torch
+from ..backends.jax_pytree import JaxModel, from_jax
+from ..backends.torch_module import TorchModel, from_torch
 from .mlp import MLP
 from .protocol import Model, NTKTerm
 

@@ -1,9 +1,10 @@
 """A ``torch.nn.Module`` as a model: θ is the flat concatenation of its parameters.
 
 :func:`nntk_array.from_torch` wraps a module in a :class:`TorchModel`, which implements the
-model protocol (:mod:`.protocol`) with ``torch.func``: ``apply`` evaluates a batch of
-parameter vectors with ``functional_call`` under ``vmap`` (the inputs shared), ``jvp`` with
-``torch.func.jvp`` vmapped over the tangents. torch is imported only when a model is built.
+model protocol (:mod:`nntk_array.models.protocol`) with ``torch.func``: ``apply`` evaluates a
+batch of parameter vectors with ``functional_call`` under ``vmap`` (the inputs shared),
+``jvp`` with ``torch.func.jvp`` vmapped over the tangents. torch is imported only when a
+model is built.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class TorchModel:
     Examples
     --------
     >>> import pytest; torch = pytest.importorskip("torch")
-    >>> from nntk_array.models.from_torch import TorchModel
+    >>> from nntk_array.models import TorchModel
     >>> model = TorchModel(torch.nn.Linear(3, 2))
     >>> model.num_params, model.names
     (8, ('weight', 'bias'))
