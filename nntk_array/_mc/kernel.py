@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from array_api_compat import device
+from array_api_compat import array_namespace, device
 
 from .._typing import Array, Namespace
 from .._validate import check_finite
@@ -24,10 +24,12 @@ from .plan import DEFAULT_BUDGET, JACKKNIFE_BATCHES, KernelPlan, kernel_plan
 from .smoothing import Form, Radial, make_form
 
 __all__ = [
+    "Contraction",
     "KernelSpec",
     "Problem",
     "compute",
     "contract",
+    "contraction",
     "rows",
     "sample_weights",
     "scores",
@@ -276,17 +278,34 @@ def weight_matrix(problem: Problem, diffs: Differences | None) -> Array:
     )
 
 
+@dataclass(frozen=True)
+class Contraction:
+    """What turning two blocks of weighted differences into a kernel block needs: small, so
+    the Dask graph ships it to its pair tasks instead of setting the problem up again."""
+
+    est: Estimator
+    groups: list[tuple[int, int]]
+    full: bool
+    stderr: bool
+    dtype: Any
+
+
+def contraction(problem: Problem) -> Contraction:
+    """The :class:`Contraction` of a problem."""
+    spec = problem.spec
+    return Contraction(problem.est, problem.groups, spec.full, spec.stderr, problem.theta.dtype)
+
+
 def contract(
-    problem: Problem, a1: Array, al1: Array, a2: Array, al2: Array, w: Array
+    c: Contraction, a1: Array, al1: Array, a2: Array, al2: Array, w: Array
 ) -> Array | tuple[Array, Array]:
     """The kernel block (and standard error) of two blocks of weighted differences."""
-    xp, est, groups, full = problem.xp, problem.est, problem.groups, problem.spec.full
-    dtype = problem.theta.dtype
-    kernel = xp.astype(est.kernel(a1, al1, a2, al2, w, groups, full), dtype, copy=False)
-    if not problem.spec.stderr:
+    xp = array_namespace(a1, a2, w)
+    kernel = xp.astype(c.est.kernel(a1, al1, a2, al2, w, c.groups, c.full), c.dtype, copy=False)
+    if not c.stderr:
         return kernel
-    se = Jackknife(JACKKNIFE_BATCHES).stderr(est, a1, al1, a2, al2, w, groups, full)
-    return kernel, xp.astype(se, dtype, copy=False)
+    se = Jackknife(JACKKNIFE_BATCHES).stderr(c.est, a1, al1, a2, al2, w, c.groups, c.full)
+    return kernel, xp.astype(se, c.dtype, copy=False)
 
 
 def compute(problem: Problem) -> Array | tuple[Array, Array]:
@@ -305,7 +324,7 @@ def compute(problem: Problem) -> Array | tuple[Array, Array]:
     a1, al1 = a[:n1, ...], alpha[:n1, ...]
     a2, al2 = (a1, al1) if n2 is None else (a[n1:, ...], alpha[n1:, ...])
     if not problem.plan.stream:
-        return contract(problem, a1, al1, a2, al2, weight_matrix(problem, diffs))
+        return contract(contraction(problem), a1, al1, a2, al2, weight_matrix(problem, diffs))
     full = problem.spec.full
     num, u_sq = stream_numerator(
         xp, problem.dirs, a1, a2, problem.acc, problem.plan.stream_rows, full, n2 is None

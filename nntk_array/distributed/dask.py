@@ -161,20 +161,12 @@ def _weight_task(f: Any, theta: Array, x: Array, spec: kernel.KernelSpec, diffs:
 
 
 def _pair_task(
-    f: Any,
-    theta: Array,
-    x: Array,
-    spec: kernel.KernelSpec,
-    a1: Array,
-    a2: Array,
-    alpha: Array,
-    w: Array,
+    c: kernel.Contraction, a1: Array, a2: Array, alpha: Array, w: Array
 ) -> Array | tuple[Array, Array]:
-    problem = _problem(f, theta, x, spec)
     xp = array_namespace(a1, alpha)
     al1 = xp.broadcast_to(alpha, (a1.shape[0], alpha.shape[1]))
     al2 = xp.broadcast_to(alpha, (a2.shape[0], alpha.shape[1]))
-    return kernel.contract(problem, a1 * alpha[:, None, :], al1, a2 * alpha[:, None, :], al2, w)
+    return kernel.contract(c, a1 * alpha[:, None, :], al1, a2 * alpha[:, None, :], al2, w)
 
 
 def nntk_graph(f: Any, theta: Any, x1: Any, x2: Any, spec: kernel.KernelSpec) -> Any:
@@ -264,13 +256,14 @@ def nntk_graph(f: Any, theta: Any, x1: Any, x2: Any, spec: kernel.KernelSpec) ->
     nb2 = 0 if x2 is None else len(x2.chunks[0])
     second = range(nb1) if x2 is None else range(nb1, nb1 + nb2)
     nout = 2 if spec.stderr else None
+    c = kernel.contraction(problem)
     tasks: dict[tuple[int, int], Any] = {}
     for i in range(nb1):
         for jj, j in enumerate(second):
             if x2 is None and j < i:
                 continue
             tasks[(i, jj)] = dask.delayed(_pair_task, nout=nout)(
-                f_d, theta_d, first, spec, row_tasks[i][0], row_tasks[j][0], alpha, w
+                c, row_tasks[i][0], row_tasks[j][0], alpha, w
             )
     rows2 = x1.chunks[0] if x2 is None else x2.chunks[0]
     n_out = problem.model.num_outputs
