@@ -164,7 +164,7 @@ def nonlocal_grad(
         dtype=theta.dtype,
         device=device(theta),
         group_size=plan.group_size,
-        cache_bytes=plan.cache_bytes,
+        cache_bytes=0,  # each row is used once
     )
     sums = _GradientSums(xp, dirs.group_size, dirs.num_rows, return_stderr)
 

@@ -38,6 +38,7 @@ from .directions import COL_TILE, ROW_TILE
 __all__ = [
     "DEFAULT_BUDGET",
     "JACKKNIFE_BATCHES",
+    "GradPlan",
     "KernelPlan",
     "chunk_rows",
     "drawn_rows",
@@ -73,7 +74,6 @@ class KernelPlan:
     blocks of the two contraction routes.
     """
 
-    budget: int
     chunk: int
     draw: int
     cache_bytes: int
@@ -81,6 +81,16 @@ class KernelPlan:
     stream: bool
     gram_rows: int
     stream_rows: int
+
+
+@dataclass(frozen=True)
+class GradPlan:
+    """Decisions for one nonlocal gradient: ``chunk`` perturbations per model call, ``draw``
+    rows drawn at once, ``group_size`` rows per group of dependent samples."""
+
+    chunk: int
+    draw: int
+    group_size: int
 
 
 def chunk_rows(samples_per_call: int | None, budget: int, per_set: int, num_rows: int) -> int:
@@ -110,7 +120,7 @@ def _group_size(m: int, p: int, n_groups: int, orthogonal: bool, budget: int, it
 
 
 def _stream_pays(m: int, n1: int, n2: int, symmetric: bool) -> bool:
-    """Streaming costs ~2·N·M·P + 2·N1·N2·P·… against ~M²·P for the Gram."""
+    """Whether streaming, ~(2 N M + 2 N1 N2) P flops, is cheaper than the Gram, ~M² P."""
     n_all = n1 if symmetric else n1 + n2
     return 2 * n_all * m + 2 * n1 * n2 < m * m
 
@@ -171,7 +181,6 @@ def kernel_plan(
         gram_bytes = 2 * COL_TILE * m * acc_size + GRAM_MATRICES * m * m * acc_size
     n_groups = JACKKNIFE_BATCHES if stderr else U_STATISTIC_GROUPS if estimator == "unbiased" else 1
     return KernelPlan(
-        budget=budget,
         chunk=chunk,
         draw=draw,
         cache_bytes=max(0, budget - max(eval_bytes, gram_bytes)),
@@ -192,21 +201,15 @@ def grad_plan(
     itemsize: int,
     copies: int,
     stderr: bool,
-) -> KernelPlan:
+) -> GradPlan:
     """The plan of a nonlocal gradient: chunks of perturbations against the (F, P) running
     sums; no random tiles are cached (each row is used once)."""
     per_set = itemsize * (4 * p + 4 * n_out)
     n_groups = JACKKNIFE_BATCHES if stderr else 1
-    group = max(1, min(-(-m // n_groups), p))  # structured samplers: at most P rows a group
-    return KernelPlan(
-        budget=budget,
+    return GradPlan(
         chunk=chunk_rows(samples_per_call, budget, per_set, m),
         draw=drawn_rows(budget, p * itemsize * copies),
-        cache_bytes=0,
-        group_size=group,
-        stream=False,
-        gram_rows=0,
-        stream_rows=0,
+        group_size=max(1, min(-(-m // n_groups), p)),  # structured: at most P rows a group
     )
 
 
