@@ -66,10 +66,7 @@ class JaxModel:
             raise ValueError("`params` must hold at least one array; got an empty pytree")
         shapes: list[tuple[int, ...]] = []
         for path, leaf in leaves_with_path:
-            dtype = getattr(leaf, "dtype", None)
-            if dtype is None:
-                leaf = jnp.asarray(leaf)
-                dtype = leaf.dtype
+            dtype = jnp.result_type(leaf)  # Python scalars too, without converting them
             if not jnp.issubdtype(dtype, jnp.floating):
                 raise TypeError(
                     f"`params` must hold real floating arrays only; the leaf at "
