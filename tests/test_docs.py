@@ -25,6 +25,10 @@ NEEDS = {  # page -> modules it imports that are optional
     "getting-started/pytorch.md": ("torch",),
     "getting-started/jax.md": ("jax",),
     "distributed.md": ("dask", "distributed"),
+    "examples/cnn-digits.md": ("torch", "jax", "flax", "equinox", "sklearn"),
+    "examples/transformer.md": ("torch", "jax", "flax", "equinox"),
+    "examples/nondifferentiable.md": ("torch",),
+    "guide/kernels-out.md": ("torch", "sklearn", "gpytorch"),
 }
 PAGES = sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md") if "_build" not in p.parts)
 
@@ -238,6 +242,12 @@ CHECKS = {  # page -> what its results must be (oracles: closed forms, NumPy, th
     "guide/models.md": lambda blocks: None,  # asserts the NNTK of its model against J Jᵀ
     "guide/options.md": lambda blocks: None,  # asserts specs == keywords and the Estimate
     "distributed.md": _check_distributed,
+    # each example page asserts its own oracle: the hand-written torch.func kernel, the other
+    # framework's kernel on the same weights, a vanishing local NTK
+    "examples/cnn-digits.md": lambda blocks: None,
+    "examples/transformer.md": lambda blocks: None,
+    "examples/nondifferentiable.md": lambda blocks: None,
+    "guide/kernels-out.md": lambda blocks: None,  # asserts the kernels equal nk.ntk / nk.nntk
 }
 
 
