@@ -277,3 +277,21 @@ def test_page_code_runs(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def _no_check(blocks: list[dict]) -> None:
     raise AssertionError("a docs page with code needs an entry in CHECKS: what must it compute?")
+
+
+README_MODELS = re.compile(
+    r"<!-- readme-models[^\n]*\n```python\n(.*?)^```", re.MULTILINE | re.DOTALL
+)
+
+
+@pytest.mark.backend("torch")
+def test_readme_model_quick_start_runs() -> None:
+    """The README's PyTorch/flax quick start runs (its adapters are tested in tests/backends)."""
+    for module in ("torch", "flax"):
+        pytest.importorskip(module)
+    readme = (DOCS.parent / "README.md").read_text()
+    namespace: dict[str, object] = {"__name__": "__readme__"}
+    exec(compile(README_MODELS.search(readme).group(1), "README.md", "exec"), namespace)
+    np, K, K_nl, se = _np(), namespace["K"], namespace["K_nl"], namespace["se"]
+    assert K.shape == (16, 16) and K_nl.shape == (16, 16)
+    assert np.all(np.isfinite(np.asarray(se))) and np.all(np.asarray(se) > 0)
