@@ -28,7 +28,9 @@ class TorchModel:
     Evaluations run with the module in training mode ``train`` (restored afterwards). In
     training mode normalization layers use the batch statistics of the inputs ``x`` and do
     not update their running statistics; random layers (dropout) draw independently for every
-    parameter vector of a batch.
+    parameter vector of a batch. Attention (``nn.MultiheadAttention``,
+    ``scaled_dot_product_attention``) runs on PyTorch's composite kernels, which
+    ``torch.func`` can differentiate and batch; the fused ones cannot.
 
     Examples
     --------
@@ -149,23 +151,42 @@ class TorchModel:
 
     @contextlib.contextmanager
     def _mode(self) -> Iterator[None]:
-        """Set the training mode for one evaluation; in training mode, keep buffers constant."""
+        """Set the training mode for one evaluation; in training mode, keep buffers constant.
+
+        Attention runs on composite kernels that ``torch.func`` can transform: the fused
+        inference kernels of ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer``
+        (their "fast path", taken in eval mode when no input requires grad) have no
+        derivative, and the fused ``scaled_dot_product_attention`` kernels have no ``vmap``
+        rule (a slow per-sample fallback) and no forward-mode derivative (``jvp``). So the
+        fast path is off (``torch.backends.mha``, restored afterwards) and
+        ``scaled_dot_product_attention`` uses its math backend; both compute the same
+        function.
+        """
+        import torch
+        from torch.nn.attention import SDPBackend, sdpa_kernel
         from torch.nn.modules.batchnorm import _NormBase
 
+        mha = getattr(torch.backends, "mha", None)
+        fastpath = mha.get_fastpath_enabled() if mha is not None else None
         modules = list(self.module.modules())
         previous = [m.training for m in modules]
         tracking = [(m, m.track_running_stats) for m in modules if isinstance(m, _NormBase)]
         try:
+            if mha is not None:
+                mha.set_fastpath_enabled(False)
             self.module.train(self.train)
             if self.train:  # batch statistics, running statistics left alone
                 for m, _ in tracking:
                     m.track_running_stats = False
-            yield
+            with sdpa_kernel(SDPBackend.MATH):
+                yield
         finally:
             for m, was in zip(modules, previous, strict=True):
                 m.training = was
             for m, was in tracking:
                 m.track_running_stats = was
+            if mha is not None:
+                mha.set_fastpath_enabled(fastpath)
 
     def _call(self, theta: Any, x: Any) -> Any:
         """The module's output for one parameter vector (P,): shape (N, ...)."""

@@ -237,3 +237,40 @@ def test_bad_arguments():
         nk.from_torch(net, params="0.weight")
     with pytest.raises(ValueError, match="θ is empty"):
         nk.from_torch(net, params=[])
+
+
+class _AttentionNet(torch.nn.Module):
+    """nn.MultiheadAttention + LayerNorm on (N, 4, 6) sequences, mean-pooled to one output."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = torch.nn.MultiheadAttention(6, 2, batch_first=True)
+        self.norm = torch.nn.LayerNorm(6)
+        self.readout = torch.nn.Linear(6, 1)
+
+    def forward(self, x):
+        h = self.norm(x + self.attn(x, x, x, need_weights=False)[0])
+        return self.readout(h.mean(dim=1))
+
+
+def test_multihead_attention_in_eval_mode():
+    # Regression: in eval mode nn.MultiheadAttention took its fused fast path under
+    # torch.func (no derivative: nk.ntk raised), and the fused scaled_dot_product_attention
+    # kernels have no vmap rule (a warning, a per-sample loop) and no forward-mode AD (jvp
+    # raised). The adapter runs the composite kernels and restores the global flag.
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    torch.manual_seed(0)
+    net = _AttentionNet().double().eval()
+    x = torch.randn(5, 4, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    model = nk.from_torch(net)
+    with sdpa_kernel(SDPBackend.MATH):  # the reference needs the composite kernel too
+        jac = _jacobian(net, x)
+    k = nk.ntk(model, model.theta0, x, outputs="full")
+    torch.testing.assert_close(k, _kernel(jac), rtol=1e-12, atol=1e-12)
+    v = torch.randn(3, model.num_params, generator=torch.Generator().manual_seed(2)).double()
+    ref = torch.einsum("nop,kp->kno", jac, v)
+    torch.testing.assert_close(model.jvp(model.theta0, x, v), ref, rtol=1e-12, atol=1e-12)
+    k_nl = nk.nntk(model, model.theta0, x, sigma=0.1, samples=64, seed=0)
+    assert k_nl.shape == (5, 5) and torch.all(torch.isfinite(k_nl))
+    assert torch.backends.mha.get_fastpath_enabled()
