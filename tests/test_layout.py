@@ -12,7 +12,9 @@ still makes one module depend on another. The layers, lowest first:
    the local NTK in blocks);
 6. ``distributed``: Dask graphs over the engine, imported lazily by the entry points only;
 7. the public entry points (``ntk``, ``nntk``, ``nonlocal_grad``, ``attention``, predictions,
-   analytic kernels, the study).
+   analytic kernels, the study);
+8. ``interop``: the scikit-learn and GPyTorch kernels, built on the entry points (and the
+   engine, for the low-rank root of an NNTK estimate); nothing imports them.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def _layer(module: str) -> int:
         "options": 4,
         "_mc": 5,
         "distributed": 6,
+        "interop": 8,
     }.get(sub, 7)
 
 
