@@ -37,6 +37,8 @@ LIBRARY = {  # page -> the one array library it is about: counted under it (conf
     "getting-started/cupy.md": "cupy",
     "getting-started/pytorch.md": "torch",
     "getting-started/jax.md": "jax",
+    "examples/nondifferentiable.md": "torch",
+    "guide/kernels-out.md": "torch",
 }
 SLOW = {"distributed.md"}  # starts a Dask LocalCluster for a 2000 x 2000 kernel
 
