@@ -1,9 +1,9 @@
 """An adapter from a JAX pytree model ``apply_fn(params, x)`` to the model protocol.
 
 Flax linen's ``model.apply``, Haiku's ``transformed.apply`` (with ``rng=None`` bound), an
-Equinox module split into ``params, static = eqx.partition(m, eqx.is_inexact_array)`` and called as
-``lambda p, x: eqx.combine(p, static)(x)``, or a hand-written function of a dict of arrays
-all have that form. The flat parameter vector θ is the pytree's leaves, raveled and
+Equinox module split into ``params, static = eqx.partition(m, eqx.is_inexact_array)`` and
+called as ``lambda p, x: eqx.combine(p, static)(x)``, or a hand-written function of a dict of
+arrays all have that form. The flat parameter vector θ is the pytree's leaves, raveled and
 concatenated in ``jax.tree_util`` order (as ``jax.flatten_util.ravel_pytree`` does).
 
 JAX is imported when a model is built, not when this module is: ``import nntk_array`` loads
