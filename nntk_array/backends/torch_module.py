@@ -103,6 +103,20 @@ class TorchModel:
         return sum(self._sizes)
 
     @property
+    def independent_inputs(self) -> bool:
+        """Whether the outputs for one input depend on that input only: assumed in evaluation
+        mode, not in training mode (batch statistics). With it, the exact NTK takes each
+        input's Jacobian under ``vmap``; without it, the Jacobian of a whole block.
+
+        Examples
+        --------
+        >>> import pytest; torch = pytest.importorskip("torch")
+        >>> TorchModel(torch.nn.Linear(3, 2), train=True).independent_inputs
+        False
+        """
+        return not self.train
+
+    @property
     def theta0(self) -> Any:
         """The module's current parameters, flattened: a (P,) tensor on its device and dtype.
 
@@ -137,11 +151,15 @@ class TorchModel:
         >>> {k: tuple(v.shape) for k, v in model.unflatten(model.theta0).items()}
         {'weight': (2, 3), 'bias': (2,)}
         """
-        out, start = {}, 0
-        for name, shape, size in zip(self.names, self._shapes, self._sizes, strict=True):
-            out[name] = theta[start : start + size].reshape(shape)
-            start += size
-        return out
+        import torch
+
+        # split, not slices: its backward concatenates the pieces' gradients, where each
+        # slice's would be a zero-filled (P,) copy (4-8x slower Jacobians under vmap(jacrev))
+        pieces = torch.split(theta, self._sizes, dim=-1)
+        return {
+            name: piece.reshape(shape)
+            for name, piece, shape in zip(self.names, pieces, self._shapes, strict=True)
+        }
 
     def __repr__(self) -> str:
         return (
