@@ -11,6 +11,7 @@ from ._typing import Array
 from ._validate import check_choice, check_finite, check_positive_int
 from ._xp import is_dask, resolve
 from .models.protocol import Model, bind
+from .options import Resources
 
 __all__ = ["ntk"]
 
@@ -27,14 +28,18 @@ def ntk(
     *,
     outputs: str = "mean",
     batch_size: int | None = None,
+    memory_budget: int | None = None,
 ) -> Array:
     """Exact local NTK Θ(x, x') = Σ_p ∂f(x)/∂θ_p ∂f(x')/∂θ_p at ``theta``.
 
     A model that offers structured NTK terms (the built-in :class:`MLP` does) is contracted
     layer by layer in pure array-API code: any backend (NumPy, array-api-strict, CuPy, torch,
     JAX), no autodiff and no (N, P) Jacobian. For any other model or callable the Jacobian
-    comes from ``torch.func`` or ``jax`` autodiff, one input block at a time, compiled once
-    per block shape on JAX.
+    comes from ``torch.func`` or ``jax`` autodiff, one block of inputs at a time (compiled
+    once per block shape on JAX): each input's Jacobian by ``vmap(jacrev)`` over the block
+    (``jacfwd`` when the model has fewer parameters than outputs), or, for a model that
+    declares ``independent_inputs = False`` (a torch module in training mode), ``jacrev``
+    of the whole block.
 
     Parameters
     ----------
@@ -51,9 +56,18 @@ def ntk(
         ``trace_axes=(-1,)``); ``"full"`` returns every output pair.
     batch_size : int, optional
         Inputs per block (the one meaning of ``batch_size`` in this library). By default
-        blocks are sized so the temporaries of one block pair stay near 256 MiB; the result
-        is the same for any block size. Memory: the N1 × N2 kernel plus two blocks' factors
-        (or every block's, when they fit in those 256 MiB).
+        blocks are sized to ``memory_budget``; the result is the same for any block size
+        (for a model that treats its inputs independently). Given, it overrides the budget.
+    memory_budget : int, optional
+        Bytes (default 256 MiB) for the per-block temporaries: a block's factors (the MLP's
+        per-layer factors, or an autodiff Jacobian of N_block × O × P numbers) and the
+        temporaries of computing them (autodiff's, measured at about twice the Jacobian),
+        those of a second block while the first is held, and one block pair's products. A
+        model with many parameters gets small blocks; every block's factors are kept when
+        they fit. **What grows beyond it:** the N1 × N2 kernel (× O² for ``"full"``) and its
+        assembly from blocks, and the model's own activations where they dwarf O × P
+        numbers per input. The same meaning as in :func:`nntk_array.nntk`
+        (:class:`nntk_array.Resources`).
 
     Returns
     -------
@@ -66,15 +80,18 @@ def ntk(
         Mixed array libraries; integer, boolean or complex inputs; a user callable on a
         library without autodiff (NumPy, CuPy, array-api-strict).
     ValueError
-        Wrong shapes, no inputs, mixed devices, NaN/inf inputs, bad ``outputs``.
+        Wrong shapes, no inputs, mixed devices, NaN/inf inputs, bad ``outputs``; a
+        ``memory_budget`` < 1, or too small for one input's factors (without ``batch_size``).
     TypeError
-        A non-integer ``batch_size``.
+        A non-integer ``batch_size`` or ``memory_budget``.
 
     Notes
     -----
     Dask arrays ``x1``/``x2`` (NumPy or CuPy chunks) give a lazy Dask kernel, one task per
     pair of row blocks (the upper triangle when ``x2`` is None); each task is this function
-    on the blocks, so the numbers equal the in-memory call's.
+    on the blocks, so the numbers equal the in-memory call's. There the Dask chunks are the
+    blocks: size them to the memory you have (``memory_budget`` and ``batch_size`` apply
+    to the in-memory checks only).
 
     Examples
     --------
@@ -90,10 +107,20 @@ def ntk(
     check_choice("outputs", outputs, OUTPUTS)
     if batch_size is not None:
         batch_size = check_positive_int("batch_size", batch_size)
+    memory_budget = Resources(memory_budget=memory_budget).memory_budget
     if is_dask(theta, x1, x2):
         from .distributed.dask import ntk_graph
 
-        return ntk_graph(ntk, f, theta, x1, x2, outputs=outputs, batch_size=batch_size)
+        return ntk_graph(
+            ntk,
+            f,
+            theta,
+            x1,
+            x2,
+            outputs=outputs,
+            batch_size=batch_size,
+            memory_budget=memory_budget,
+        )
     xp, (theta, x1, x2) = resolve(theta=theta, x1=x1, x2=x2)
     model = bind(f, xp, theta, x1, x2)
     check_finite(xp, theta=theta, x1=x1, x2=x2)
@@ -106,6 +133,8 @@ def ntk(
         full=full,
         per_input=model.ntk_numbers_per_input,
         itemsize=4 if x1.dtype == xp.float32 else 8,
+        mode=model.jacobian_mode,
+        budget=memory_budget,
     )
     features = partial(model.ntk_terms, xp, theta)
     pair = partial(contract, xp, n_out=model.num_outputs, full=full)

@@ -225,3 +225,115 @@ class TestBadInput:
         theta = self.model.init(0, xp=np, dtype=np.float32)
         k = nk.ntk(self.model, theta, np.zeros((3, 2), dtype=np.float64))
         assert k.dtype == np.float64
+
+
+class TestMemoryBudget:
+    """``memory_budget`` bounds the per-block temporaries; the numbers do not depend on it."""
+
+    def test_results_identical_across_budgets(self):
+        model = nk.MLP(3, (32, 16), 2, "tanh")
+        theta, x1, x2 = _data(model, 3, n1=40, n2=30)
+        ref = nk.ntk(model, theta, x1, x2, outputs="full")
+        sym = nk.ntk(model, theta, x1)
+        for budget in (2**14, 2**17, 2**30):
+            np.testing.assert_allclose(
+                nk.ntk(model, theta, x1, x2, outputs="full", memory_budget=budget),
+                ref,
+                rtol=1e-12,
+            )
+            np.testing.assert_allclose(
+                nk.ntk(model, theta, x1, memory_budget=budget), sym, rtol=1e-12
+            )
+
+    def test_block_size_shrinks_with_the_budget(self):
+        from nntk_array._mc.plan import ntk_blocks
+
+        kw = {"n_out": 10, "full": False, "per_input": 10 * 5050, "itemsize": 4, "mode": "reverse"}
+        sizes = [ntk_blocks(None, 256, None, budget=b, **kw)[0] for b in (2**28, 2**24, 2**22)]
+        assert sizes[0] > sizes[1] > sizes[2] >= 1
+
+    @pytest.mark.parametrize("mode", [None, "reverse", "forward", "batch"])
+    @pytest.mark.parametrize("budget", [2**20, 2**23, 2**26])
+    def test_planned_block_fits_the_budget(self, mode, budget):
+        from nntk_array._mc.plan import ntk_blocks, ntk_temporaries
+
+        per_input, itemsize = 10 * 5050, 4  # the CNN of benchmarks/compare_interop.py
+        size, cache = ntk_blocks(
+            None, 256, 100, n_out=10, full=False, per_input=per_input, itemsize=itemsize,
+            mode=mode, budget=budget,
+        )  # fmt: skip
+        held = per_input * itemsize
+        scratch = ntk_temporaries(mode) * (size if mode == "batch" else 1)
+        factors = 356 * held if cache else 2 * size * held
+        assert factors + size * held * scratch + size * size * 4 * itemsize <= budget
+
+    def test_adapter_model_gets_small_blocks(self):
+        torch = pytest.importorskip("torch")
+        from nntk_array._mc.plan import ntk_blocks
+        from nntk_array.models.protocol import bind
+
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.Tanh(), torch.nn.Linear(64, 3))
+        model = nk.from_torch(net)
+        x = torch.randn(50, 4)
+        bound = bind(model, array_namespace(x), model.theta0, x)
+        assert bound.jacobian_mode == "reverse"
+        assert bound.ntk_numbers_per_input == 3 * model.num_params
+        held = bound.ntk_numbers_per_input * 4
+        budget = 40 * held
+        size, _ = ntk_blocks(
+            None, 50, None, n_out=3, full=False, per_input=bound.ntk_numbers_per_input,
+            itemsize=4, mode=bound.jacobian_mode, budget=budget,
+        )  # fmt: skip
+        assert size * held * 4 <= budget and size < 50
+        ref = nk.ntk(model, model.theta0, x)
+        got = nk.ntk(model, model.theta0, x, memory_budget=budget)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+    def test_torch_training_mode_differentiates_whole_blocks(self):
+        torch = pytest.importorskip("torch")
+        from nntk_array.models.protocol import bind
+
+        net = torch.nn.Sequential(
+            torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 1)
+        )
+        x = torch.randn(6, 3)
+        model = nk.from_torch(net, train=True)
+        assert bind(model, array_namespace(x), model.theta0, x).jacobian_mode == "batch"
+        k = nk.ntk(model, model.theta0, x)  # batch statistics of the whole (single) block
+        assert k.shape == (6, 6) and bool(torch.all(torch.isfinite(k)))
+
+    def test_peak_memory_of_the_temporaries_is_bounded(self):
+        import tracemalloc
+
+        model = nk.MLP(8, (256, 256), 4, "relu")
+        theta = model.init(0, xp=np, dtype=np.float64)
+        x = np.random.default_rng(0).standard_normal((600, 8))
+        kernel_bytes = 600 * 600 * 8 * 3  # the kernel, its block rows and their concatenation
+        budget = 2**21
+        tracemalloc.start()
+        try:
+            nk.ntk(model, theta, x[:4], memory_budget=budget)
+            tracemalloc.reset_peak()
+            base = tracemalloc.get_traced_memory()[0]
+            k = nk.ntk(model, theta, x, memory_budget=budget)
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+        np.testing.assert_allclose(k, nk.ntk(model, theta, x), rtol=1e-12)
+        assert peak <= budget + kernel_bytes, peak
+
+    def test_too_small_a_budget_is_refused(self):
+        model = nk.MLP(3, (64,), 2, "relu")
+        theta, x1, _ = _data(model, 0)
+        with pytest.raises(ValueError, match="memory_budget"):
+            nk.ntk(model, theta, x1, memory_budget=64)
+        nk.ntk(model, theta, x1, memory_budget=64, batch_size=2)  # batch_size overrides
+
+    def test_budget_validation(self):
+        model = nk.MLP(3, (4,), 1, "relu")
+        theta, x1, _ = _data(model, 0)
+        with pytest.raises(ValueError, match="`memory_budget` must be a positive integer"):
+            nk.ntk(model, theta, x1, memory_budget=0)
+        with pytest.raises(TypeError, match="`memory_budget` must be a positive integer"):
+            nk.ntk(model, theta, x1, memory_budget=1.5)

@@ -47,7 +47,7 @@ def contract(
         if p.a is None:
             term = sens
         else:
-            gram = xp.matmul(p.a, xp.permute_dims(q.a, (1, 0)))
+            gram = _inner(xp, p.a, q.a)
             if p.bias_sq:
                 gram = gram + p.bias_sq
             if full:
@@ -57,12 +57,19 @@ def contract(
     return total
 
 
+def _inner(xp: Namespace, a: Array, b: Array) -> Array:
+    """a bᵀ for (n, k) and (m, k): ``tensordot`` over k, which eager JAX runs as one
+    ``dot_general`` (``matmul`` with a transposed operand first copies it: 1.5x slower for a
+    256 × 50,500 Jacobian)."""
+    return xp.tensordot(a, b, axes=((1,), (1,)))
+
+
 def _sensitivity_gram(xp: Namespace, di: Array, dj: Array, *, n_out: int, full: bool) -> Array:
     """Σ_k δ_i[o, k] δ_j[o', k]: all output pairs (``full``) or the mean over o = o'."""
     ni, nj = di.shape[0], dj.shape[0]
     rows = (ni * n_out, -1) if full else (ni, -1)
     cols = (nj * n_out, -1) if full else (nj, -1)
-    d = xp.matmul(xp.reshape(di, rows), xp.permute_dims(xp.reshape(dj, cols), (1, 0)))
+    d = _inner(xp, xp.reshape(di, rows), xp.reshape(dj, cols))
     if full:
         return xp.permute_dims(xp.reshape(d, (ni, n_out, nj, n_out)), (0, 2, 1, 3))
     return d / n_out if n_out > 1 else d

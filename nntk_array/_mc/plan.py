@@ -23,9 +23,26 @@ Beyond the budget, every route keeps the N × O × M differences and the N1 × N
 Independent groups of samples: ``JACKKNIFE_BATCHES`` for standard errors, 2 for the
 U-statistic (which pairs only rows of different groups), else 1.
 
-The exact local NTK is computed in blocks of inputs whose pair of temporaries stays near
-``NTK_BLOCK_BYTES``; symmetric kernels use up to ``SYMMETRIC_BLOCKS`` row blocks of at least
+The exact local NTK is computed in blocks of inputs (:func:`ntk_blocks`) within a budget B
+(default ``NTK_BLOCK_BYTES``): a block's factors (``per_input`` numbers per input: the MLP's
+per-layer factors, or an autodiff Jacobian's O × P) and the temporaries of computing them,
+twice when the factors are not cached (a row block's are held while a column block's are
+computed), plus the products of one block pair, fit in B. Autodiff temporaries, measured on
+the CNN of ``benchmarks/compare_interop.py`` (peak resident memory of the first call at a
+block size, torch 2.13 CPU): ``vmap(jacrev)`` per input holds 2.75x the Jacobian at 64 and
+256 inputs (``JACOBIAN_TEMPORARIES`` = 2 extra), ``jacrev`` of a whole block of b inputs
+about b·0.8x (53x at b = 64: every one of its b·O backward passes runs through all b inputs).
+Symmetric kernels use up to ``SYMMETRIC_BLOCKS`` row blocks of at least
 ``MIN_SYMMETRIC_BLOCK`` rows so the mirrored blocks save flops while each product stays large.
+
+The autodiff Jacobian's mode (:func:`jacobian_mode`): for a model that treats its inputs
+independently, one input at a time under ``vmap``, reverse mode (O backward passes per
+input) unless P < O, then forward (P forward passes); measured on that CNN (P = 5,050,
+O = 10, N = 256, 2 CPU cores): ``vmap(jacrev)`` 0.1 s, ``jacrev`` of blocks of 4 to 64
+inputs 5-7 s, ``jacfwd`` of the block 83 s. A model whose outputs mix its inputs (batch
+statistics) gets ``jacrev`` of the whole block, as before. NTK-vector products (``jvp`` of
+``vjp``) cost a full pass per kernel column and output, N² O work against the Jacobians' N O,
+so they are not a route here.
 """
 
 from __future__ import annotations
@@ -43,6 +60,7 @@ __all__ = [
     "chunk_rows",
     "drawn_rows",
     "grad_plan",
+    "jacobian_mode",
     "kernel_plan",
     "ntk_blocks",
 ]
@@ -59,6 +77,9 @@ U_STATISTIC_GROUPS = 2
 QR_COPIES = 3  # the Gaussian block, Q and the scaled rows of one orthogonal group
 
 NTK_BLOCK_BYTES = 256 * 2**20
+STRUCTURED_TEMPORARIES = 1  # the MLP's forward/backward pass: about one more set of factors
+JACOBIAN_TEMPORARIES = 2  # vmap(jacrev) per input, measured (see above)
+BATCH_JACOBIAN_TEMPORARY = 1  # jacrev of a block of b inputs: b more Jacobians' worth
 NTK_MAX_BLOCK = 4096
 SYMMETRIC_BLOCKS = 4
 MIN_SYMMETRIC_BLOCK = 256
@@ -213,6 +234,23 @@ def grad_plan(
     )
 
 
+def jacobian_mode(*, p: int, n_out: int, independent: bool) -> str:
+    """How the autodiff route forms a block's Jacobian (a mode of
+    :func:`nntk_array.backends.autodiff.jacobian`): per input under ``vmap`` when the model
+    treats inputs independently, reverse mode unless P < O; else ``jacrev`` of the block."""
+    if not independent:
+        return "batch"
+    return "forward" if p < n_out else "reverse"
+
+
+def ntk_temporaries(mode: str | None) -> int:
+    """Temporaries of forming one input's factors, in units of its factors (``"batch"``: per
+    input of the block, so multiply by the block size)."""
+    if mode is None:
+        return STRUCTURED_TEMPORARIES
+    return BATCH_JACOBIAN_TEMPORARY if mode == "batch" else JACOBIAN_TEMPORARIES
+
+
 def ntk_blocks(
     batch_size: int | None,
     n1: int,
@@ -222,21 +260,46 @@ def ntk_blocks(
     full: bool,
     per_input: int,
     itemsize: int,
+    mode: str | None = None,
+    budget: int | None = None,
 ) -> tuple[int, bool]:
     """(inputs per block, whether every block's factors are kept) of the exact local NTK;
-    ``n2`` is ``None`` for a symmetric kernel."""
+    ``n2`` is ``None`` for a symmetric kernel, ``mode`` the Jacobian mode of the autodiff
+    route (``None`` for structured terms), ``budget`` the bytes for one block's factors and
+    temporaries and one block pair's products (default ``NTK_BLOCK_BYTES``).
+
+    Raises
+    ------
+    ValueError
+        Without ``batch_size``: not even one input per block fits in ``budget``.
+    """
+    limit = NTK_BLOCK_BYTES if budget is None else budget
+    held = per_input * itemsize  # one input's factors
+    pair = (n_out * n_out if full else 1) * 4 * itemsize  # one kernel entry's products
+
+    def block_bytes(b: int, cache: bool) -> int:
+        scratch = ntk_temporaries(mode) * (b if mode == "batch" else 1)
+        factors = (n1 + (n2 or 0)) * held if cache else 2 * b * held
+        return factors + b * held * scratch + b * b * pair
+
     if batch_size is None:
-        pair = (n_out * n_out if full else 1) * 4 * itemsize
-        batch_size = max(
-            1,
-            min(
-                NTK_MAX_BLOCK,
-                math.isqrt(NTK_BLOCK_BYTES // pair),
-                NTK_BLOCK_BYTES // (per_input * itemsize),
-            ),
+        if block_bytes(1, cache=False) > limit:
+            raise ValueError(
+                f"one input's NTK factors and their temporaries take about "
+                f"{block_bytes(1, cache=False):,} bytes ({per_input:,} numbers per input "
+                f"for a {'Jacobian' if mode else 'structured'} term), more than "
+                f"`memory_budget` = {limit:,}; raise `memory_budget` (or pass "
+                "`batch_size`, which bounds nothing)"
+            )
+        batch_size = min(
+            NTK_MAX_BLOCK,
+            math.isqrt(limit // pair),
+            max(1, limit // (held * (2 + ntk_temporaries(mode)))),
         )
         if n2 is None:  # only the upper block triangle is computed: 10/16 of it at 4 blocks
             quarter = -(-n1 // SYMMETRIC_BLOCKS)
             batch_size = min(batch_size, max(MIN_SYMMETRIC_BLOCK, quarter))
-    cache = (n1 + (n2 or 0)) * per_input * itemsize <= NTK_BLOCK_BYTES
+        while batch_size > 1 and block_bytes(batch_size, cache=False) > limit:
+            batch_size = max(1, batch_size * 3 // 4)
+    cache = block_bytes(batch_size, cache=True) <= limit
     return batch_size, cache

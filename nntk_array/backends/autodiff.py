@@ -1,10 +1,16 @@
 """Derivatives of user models through the library's own autodiff (torch.func, JAX).
 
 A user model is batched: ``f(thetas, x)`` maps parameters of shape (B, P) and inputs of shape
-(N, ...) to outputs of shape (B, N) or (B, N, O). :func:`jacobian` (reverse mode) and
-:func:`jvp` (forward mode) differentiate one parameter vector's outputs,
-t ↦ f(t[None, :], x)[0], with ``x`` an argument of the differentiated function, not a value
-captured in a fresh closure.
+(N, ...) to outputs of shape (B, N) or (B, N, O). :func:`jacobian` and :func:`jvp` (forward
+mode) differentiate one parameter vector's outputs, t ↦ f(t[None, :], x)[0], with ``x`` an
+argument of the differentiated function, not a value captured in a fresh closure.
+
+:func:`jacobian` has three modes (:mod:`nntk_array._mc.plan` chooses among them):
+``"batch"``, reverse mode through the whole block (``jacrev``: N·O backward passes of all N
+inputs, so ~N² O work; the only mode for a model whose outputs mix its inputs), and, for
+models that treat inputs independently, ``"reverse"`` and ``"forward"``: one input at a time
+under ``vmap`` (``vmap(jacrev)``, O backward passes per input, or ``vmap(jacfwd)``, P
+forward passes per input), as the torch.func NTK tutorial does.
 
 That matters on JAX, where ``jax.jit`` compiles once per function object and argument shapes
 and dtypes: a closure over each block of inputs is a new function, traced and compiled again
@@ -24,9 +30,11 @@ from array_api_compat import is_jax_namespace, is_torch_namespace
 
 from .._typing import Array, Namespace
 
-__all__ = ["has_autodiff", "jacobian", "jvp"]
+__all__ = ["JACOBIAN_MODES", "has_autodiff", "jacobian", "jvp"]
 
 Model = Callable[[Array, Array], Array]
+
+JACOBIAN_MODES = ("batch", "reverse", "forward")
 
 
 class _Programs(NamedTuple):
@@ -34,6 +42,8 @@ class _Programs(NamedTuple):
 
     jacobian: Callable[[Array, Array], Array]
     jvp: Callable[[Array, Array, Array], tuple[Array, Array]]
+    reverse: Callable[[Array, Array], Array]
+    forward: Callable[[Array, Array], Array]
 
 
 # model (or a bound method's instance) -> {None or the method's function: its programs}
@@ -46,8 +56,8 @@ def has_autodiff(xp: Namespace) -> bool:
     return bool(is_torch_namespace(xp) or is_jax_namespace(xp))
 
 
-def jacobian(f: Model, theta: Array, x: Array, *, xp: Namespace) -> Array:
-    """Reverse-mode Jacobian of a batched model's outputs in its parameters.
+def jacobian(f: Model, theta: Array, x: Array, *, xp: Namespace, mode: str = "batch") -> Array:
+    """Jacobian of a batched model's outputs in its parameters.
 
     Parameters
     ----------
@@ -59,6 +69,11 @@ def jacobian(f: Model, theta: Array, x: Array, *, xp: Namespace) -> Array:
         The inputs, an argument of the differentiated function (not captured in a closure).
     xp : namespace
         ``theta``'s namespace; torch and JAX only.
+    mode : {"batch", "reverse", "forward"}, default "batch"
+        ``"batch"``: ``jacrev`` of the whole block's outputs (exact for any model).
+        ``"reverse"`` / ``"forward"``: ``vmap`` over the inputs of ``jacrev`` / ``jacfwd`` of
+        one input's outputs, f(t[None, :], x[i:i+1]); equal to ``"batch"`` when the model
+        treats its inputs independently (the output for x[i] depends on x[i] only).
 
     Returns
     -------
@@ -71,7 +86,7 @@ def jacobian(f: Model, theta: Array, x: Array, *, xp: Namespace) -> Array:
     TypeError
         ``xp`` has no autodiff.
     ValueError
-        ``theta`` is not 1-D.
+        ``theta`` is not 1-D, or an unknown ``mode``.
 
     Notes
     -----
@@ -81,11 +96,21 @@ def jacobian(f: Model, theta: Array, x: Array, *, xp: Namespace) -> Array:
     """
     _check_autodiff(xp)
     _check_theta(theta)
+    if mode not in JACOBIAN_MODES:
+        raise ValueError(f"`mode` must be one of {JACOBIAN_MODES}; got {mode!r}")
     if is_torch_namespace(xp):
-        from torch.func import jacrev
+        from torch.func import jacfwd, jacrev, vmap
 
-        return jacrev(_one_output(lambda: f))(theta, x)
-    return _jax_programs(f).jacobian(theta, x)
+        one = _one_output(lambda: f)
+        if mode == "batch":
+            return jacrev(one)(theta, x)
+        derivative = jacrev if mode == "reverse" else jacfwd
+        single = vmap(derivative(_one_input(one)), in_dims=(None, 0), randomness="different")
+        return single(theta, x)
+    programs = _jax_programs(f)
+    return {"batch": programs.jacobian, "reverse": programs.reverse, "forward": programs.forward}[
+        mode
+    ](theta, x)
 
 
 def jvp(f: Model, theta: Array, x: Array, tangent: Array, *, xp: Namespace) -> tuple[Array, Array]:
@@ -163,6 +188,16 @@ def _one_output(get_model: Callable[[], Model | None]) -> Model:
     return one
 
 
+def _one_input(one: Model) -> Model:
+    """t, xi ↦ one(t, xi[None])[0]: one input's outputs, (O,) or ()."""
+
+    def single(t: Array, xi: Array) -> Array:
+        out: Array = one(t, xi[None, ...])
+        return out[0, ...]
+
+    return single
+
+
 def _jax_programs(f: Model) -> _Programs:
     """The jitted derivatives of ``f``, built on first use and cached while ``f`` lives."""
     # A bound method is a new object at every attribute access: key on its instance instead.
@@ -188,5 +223,12 @@ def _build_jax_programs(one: Model) -> _Programs:
         out, jv = jax.jvp(lambda s: one(s, x), (t,), (v,))
         return out, jv
 
-    # One compiled program instead of op-by-op dispatch of the reverse pass (~20x faster).
-    return _Programs(jacobian=jax.jit(jax.jacrev(one)), jvp=jax.jit(directional))
+    single = _one_input(one)
+    # One compiled program instead of op-by-op dispatch of the reverse pass (~20x faster);
+    # jit compiles lazily, so the unused modes cost nothing.
+    return _Programs(
+        jacobian=jax.jit(jax.jacrev(one)),
+        jvp=jax.jit(directional),
+        reverse=jax.jit(jax.vmap(jax.jacrev(single), in_axes=(None, 0))),
+        forward=jax.jit(jax.vmap(jax.jacfwd(single), in_axes=(None, 0))),
+    )

@@ -24,6 +24,10 @@ user's class) can offer the structured treatment without inheriting from anythin
 ``ntk_terms(xp, theta, x)`` and ``ntk_numbers_per_input``
     Per-layer factors of the exact NTK (a list of :class:`NTKTerm`) and how many numbers they
     hold per input; without them the NTK comes from the array library's autodiff.
+``independent_inputs``
+    ``False`` when the outputs for one input depend on the other inputs of the batch (batch
+    statistics); the autodiff NTK then differentiates whole blocks instead of one input at
+    a time under ``vmap``. Default ``True``.
 ``jvp(theta, x, tangents)``
     Jacobian-vector products J(x) vᵀ for tangents (K, P), shape (K, N, O).
 ``linear_blocks``
@@ -36,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from .._mc.plan import jacobian_mode
 from .._typing import Array, Namespace
 from .._validate import check_ndim
 from .._xp import resolve
@@ -114,7 +119,8 @@ class Bound:
 
     ``evaluate(thetas, x)`` returns (B, N, O) without argument checks; capabilities the
     model lacks are filled in generically (autodiff Jacobians and JVPs, a memory estimate
-    from the output size, no linear blocks).
+    from the output size, no linear blocks); ``jacobian_mode`` is the autodiff Jacobian's
+    mode (``None`` for a model with its own ``ntk_terms``).
     """
 
     num_params: int
@@ -124,6 +130,7 @@ class Bound:
     ntk_terms: Callable[[Namespace, Array, Array], list[NTKTerm]]
     ntk_numbers_per_input: int
     jvp: Callable[[Array, Array, Array], Array]
+    jacobian_mode: str | None
     linear_blocks: tuple[tuple[int, int], ...]
 
 
@@ -169,8 +176,11 @@ def bind(f: Any, xp: Namespace, theta: Array, x1: Array, x2: Array | None = None
 
     terms = getattr(f, "ntk_terms", None)
     per_input = getattr(f, "ntk_numbers_per_input", None)
+    mode = None
     if terms is None:
-        terms = _autodiff_terms(apply)
+        independent = bool(getattr(f, "independent_inputs", True))
+        mode = jacobian_mode(p=p, n_out=int(n_out), independent=independent)
+        terms = _autodiff_terms(apply, mode)
     if per_input is None:  # what a Jacobian term holds
         per_input = n_out * p
     model_jvp = getattr(f, "jvp", None)
@@ -184,6 +194,7 @@ def bind(f: Any, xp: Namespace, theta: Array, x1: Array, x2: Array | None = None
         ntk_terms=terms,
         ntk_numbers_per_input=int(per_input),
         jvp=model_jvp,
+        jacobian_mode=mode,
         linear_blocks=tuple(getattr(f, "linear_blocks", ())),
     )
 
@@ -223,10 +234,10 @@ def _probe_outputs(apply: Callable[[Array, Array], Array], theta: Array, x: Arra
 
 
 def _autodiff_terms(
-    apply: Callable[[Array, Array], Array],
+    apply: Callable[[Array, Array], Array], mode: str
 ) -> Callable[[Namespace, Array, Array], list[NTKTerm]]:
     def terms(xp: Namespace, theta: Array, x: Array) -> list[NTKTerm]:
-        jac = jacobian(apply, theta, x, xp=xp)  # (N, P) or (N, O, P)
+        jac = jacobian(apply, theta, x, xp=xp, mode=mode)  # (N, P) or (N, O, P)
         return [NTKTerm(None, 0.0, jac[:, None, :] if jac.ndim == 2 else jac)]
 
     return terms

@@ -165,3 +165,33 @@ class TestJaxCompilesOnce:
         jac = jacobian(Unhashable(), make(theta), make(x), xp=xp)
         rtol = tol(dtype, "contraction")
         np.testing.assert_allclose(to_numpy(jac), _analytic(theta, x, 1), rtol=rtol, atol=rtol)
+
+
+class TestJacobianModes:
+    @pytest.mark.parametrize("outputs", [1, 2])
+    @pytest.mark.parametrize("mode", ["reverse", "forward"])
+    def test_per_input_modes_match_the_batch_jacobian(self, xp, make, dtype, outputs, mode):
+        _needs_autodiff(xp)
+        theta, x, _ = _data()
+        f = _quadratic(xp, outputs)
+        got = jacobian(f, make(theta), make(x), xp=xp, mode=mode)
+        want = jacobian(f, make(theta), make(x), xp=xp)
+        assert got.shape == want.shape and got.dtype == dtype
+        rtol = tol(dtype, "contraction")
+        np.testing.assert_allclose(
+            to_numpy(got), _analytic(theta, x, outputs), rtol=rtol, atol=rtol
+        )
+
+    def test_unknown_mode(self, xp, make):
+        _needs_autodiff(xp)
+        theta, x, _ = _data()
+        with pytest.raises(ValueError, match="mode"):
+            jacobian(_quadratic(xp, 1), make(theta), make(x), xp=xp, mode="sideways")
+
+
+def test_jacobian_mode_rule():
+    from nntk_array._mc.plan import jacobian_mode
+
+    assert jacobian_mode(p=5050, n_out=10, independent=True) == "reverse"
+    assert jacobian_mode(p=4, n_out=10, independent=True) == "forward"
+    assert jacobian_mode(p=4, n_out=10, independent=False) == "batch"
