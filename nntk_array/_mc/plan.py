@@ -35,14 +35,14 @@ about b·0.8x (53x at b = 64: every one of its b·O backward passes runs through
 Symmetric kernels use up to ``SYMMETRIC_BLOCKS`` row blocks of at least
 ``MIN_SYMMETRIC_BLOCK`` rows so the mirrored blocks save flops while each product stays large.
 
-The autodiff Jacobian's mode (:func:`jacobian_mode`): for a model that treats its inputs
-independently, one input at a time under ``vmap``, reverse mode (O backward passes per
-input) unless P < O, then forward (P forward passes); measured on that CNN (P = 5,050,
-O = 10, N = 256, 2 CPU cores): ``vmap(jacrev)`` 0.1 s, ``jacrev`` of blocks of 4 to 64
-inputs 5-7 s, ``jacfwd`` of the block 83 s. A model whose outputs mix its inputs (batch
-statistics) gets ``jacrev`` of the whole block, as before. NTK-vector products (``jvp`` of
-``vjp``) cost a full pass per kernel column and output, N² O work against the Jacobians' N O,
-so they are not a route here.
+The autodiff Jacobian's mode (``jacobian_mode`` of the model protocol): for a model that
+treats its inputs independently, one input at a time under ``vmap``, reverse mode (O
+backward passes per input) unless P < O, then forward (P forward passes); measured on that
+CNN (P = 5,050, O = 10, N = 256, 2 CPU cores): ``vmap(jacrev)`` 0.1 s, ``jacrev`` of blocks
+of 4 to 64 inputs 5-7 s, ``jacfwd`` of the block 83 s. A model whose outputs mix its inputs
+(batch statistics) gets ``jacrev`` of the whole block, as before. NTK-vector products
+(``jvp`` of ``vjp``) cost a full pass per kernel column and output, N² O work against the
+Jacobians' N O, so they are not a route here.
 """
 
 from __future__ import annotations
@@ -60,7 +60,6 @@ __all__ = [
     "chunk_rows",
     "drawn_rows",
     "grad_plan",
-    "jacobian_mode",
     "kernel_plan",
     "ntk_blocks",
 ]
@@ -232,15 +231,6 @@ def grad_plan(
         draw=drawn_rows(budget, p * itemsize * copies),
         group_size=max(1, min(-(-m // n_groups), p)),  # structured: at most P rows a group
     )
-
-
-def jacobian_mode(*, p: int, n_out: int, independent: bool) -> str:
-    """How the autodiff route forms a block's Jacobian (a mode of
-    :func:`nntk_array.backends.autodiff.jacobian`): per input under ``vmap`` when the model
-    treats inputs independently, reverse mode unless P < O; else ``jacrev`` of the block."""
-    if not independent:
-        return "batch"
-    return "forward" if p < n_out else "reverse"
 
 
 def ntk_temporaries(mode: str | None) -> int:

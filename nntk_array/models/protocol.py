@@ -40,7 +40,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from .._mc.plan import jacobian_mode
 from .._typing import Array, Namespace
 from .._validate import check_ndim
 from .._xp import resolve
@@ -136,6 +135,16 @@ class Bound:
 
 def _as_3d(out: Array) -> Array:
     return out[:, :, None] if out.ndim == 2 else out
+
+
+def jacobian_mode(*, p: int, n_out: int, independent: bool) -> str:
+    """How the autodiff NTK forms a block's Jacobian (a mode of
+    :func:`nntk_array.backends.autodiff.jacobian`): per input under ``vmap`` when the model
+    treats inputs independently, reverse mode unless P < O; else ``jacrev`` of the block.
+    The measurements behind the rule are in :mod:`nntk_array._mc.plan`."""
+    if not independent:
+        return "batch"
+    return "forward" if p < n_out else "reverse"
 
 
 def bind(f: Any, xp: Namespace, theta: Array, x1: Array, x2: Array | None = None) -> Bound:

@@ -190,7 +190,7 @@ class TestJacobianModes:
 
 
 def test_jacobian_mode_rule():
-    from nntk_array._mc.plan import jacobian_mode
+    from nntk_array.models.protocol import jacobian_mode
 
     assert jacobian_mode(p=5050, n_out=10, independent=True) == "reverse"
     assert jacobian_mode(p=4, n_out=10, independent=True) == "forward"
