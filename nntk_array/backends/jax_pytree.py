@@ -39,12 +39,20 @@ class JaxModel:
     ----------
     theta0 : jax.Array, shape (P,)
         The initial parameters, flattened.
+    independent_inputs : bool
+        Whether one input's outputs depend on that input only (the exact NTK then takes one
+        input's Jacobian at a time under ``vmap``).
     num_params : int
         P.
     """
 
     def __init__(
-        self, apply_fn: Callable[..., Any], params: Any, *, batch_axis: int | None = None
+        self,
+        apply_fn: Callable[..., Any],
+        params: Any,
+        *,
+        batch_axis: int | None = None,
+        independent_inputs: bool = True,
     ) -> None:
         import jax
         import jax.numpy as jnp
@@ -60,6 +68,15 @@ class JaxModel:
             raise ValueError(
                 "`batch_axis` must be None (apply_fn maps a batch x of shape (N, ...)) or 0 "
                 f"(apply_fn maps one input; it is vmapped over x's first axis); got {batch_axis!r}"
+            )
+        if not isinstance(independent_inputs, bool):
+            raise TypeError(
+                f"`independent_inputs` must be a bool; got {type(independent_inputs).__name__}"
+            )
+        if batch_axis == 0 and not independent_inputs:
+            raise ValueError(
+                "`independent_inputs=False` contradicts `batch_axis=0`: an apply_fn mapped over "
+                "the inputs one at a time cannot mix them"
             )
         leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(params)
         if not leaves_with_path:
@@ -80,6 +97,7 @@ class JaxModel:
         self._shapes = tuple(shapes)
         self._sizes = tuple(math.prod(s) for s in shapes)
         self._batch_axis = batch_axis
+        self.independent_inputs = independent_inputs
         self.theta0: Array = theta0
         self._num_params = int(theta0.shape[0])
         # The one compiled program per method: jit caches it per shape and dtype.
@@ -316,7 +334,11 @@ class JaxModel:
 
 
 def from_jax(
-    apply_fn: Callable[..., Any], params: Any, *, batch_axis: int | None = None
+    apply_fn: Callable[..., Any],
+    params: Any,
+    *,
+    batch_axis: int | None = None,
+    independent_inputs: bool = True,
 ) -> JaxModel:
     """Wrap a JAX pytree model ``apply_fn(params, x)`` as a model for the kernels.
 
@@ -340,6 +362,12 @@ def from_jax(
         ``None`` (default): ``apply_fn`` maps a batch ``x`` of shape (N, ...) to outputs of
         shape (N, ...). ``0``: ``apply_fn`` maps one input (an Equinox module's convention)
         and is vmapped over x's first axis.
+    independent_inputs : bool, default True
+        Whether one input's outputs depend on that input only. Pass ``False`` for a model
+        whose outputs mix the inputs of a batch (batch statistics, e.g. flax's ``BatchNorm``
+        with ``use_running_average=False``): the exact NTK then differentiates whole blocks
+        of inputs instead of one input at a time, and, as for every kernel, the numbers depend
+        on how the inputs are blocked.
 
     Returns
     -------
@@ -350,9 +378,11 @@ def from_jax(
     Raises
     ------
     TypeError
-        ``apply_fn`` is not callable, or a leaf of ``params`` is not real floating.
+        ``apply_fn`` is not callable, a leaf of ``params`` is not real floating, or
+        ``independent_inputs`` is not a bool.
     ValueError
-        ``params`` is empty, or ``batch_axis`` is neither None nor 0.
+        ``params`` is empty, ``batch_axis`` is neither None nor 0, or
+        ``independent_inputs=False`` with ``batch_axis=0``.
 
     Examples
     --------
@@ -365,4 +395,4 @@ def from_jax(
     >>> nk.ntk(model, model.theta0, jnp.ones((4, 3))).shape
     (4, 4)
     """
-    return JaxModel(apply_fn, params, batch_axis=batch_axis)
+    return JaxModel(apply_fn, params, batch_axis=batch_axis, independent_inputs=independent_inputs)

@@ -206,6 +206,26 @@ def test_sign_network_nntk_sees_the_first_layer_the_ntk_does_not():
     assert np.all(k_first > 0.1 * k_full)
 
 
+def test_inputs_mixed_by_batch_statistics_are_differentiated_as_a_block():
+    """A model that centres its hidden layer over the batch: with independent_inputs=False
+    the NTK of one block is the jacrev of the whole batch output; taken one input at a time
+    (the default) it would be a different kernel."""
+
+    def centred(p, x):
+        z = x @ p["w1"] / np.sqrt(N_IN) + p["b1"]
+        h = jnp.tanh(z - jnp.mean(z, axis=0))
+        return h @ p["w2"] / np.sqrt(HIDDEN) + p["b2"]
+
+    params, x = mlp_params(jnp.float64), inputs(jnp.float64)
+    model = nk.from_jax(centred, params, independent_inputs=False)
+    theta = model.theta0
+    jac = jax.jacrev(lambda t: centred(model.unravel(t), x))(theta)  # (N, O, P)
+    want = jnp.einsum("aop,bop->ab", jac, jac) / N_OUT
+    assert_close(nk.ntk(model, theta, x, batch_size=x.shape[0]), want, jnp.float64)
+    per_input = nk.ntk(nk.from_jax(centred, params), theta, x)
+    assert not np.allclose(np.asarray(per_input), np.asarray(want))
+
+
 def test_bad_arguments_raise_clear_errors():
     params = mlp_params(jnp.float32)
     model = nk.from_jax(mlp_apply, params)
@@ -234,6 +254,10 @@ def test_bad_arguments_raise_clear_errors():
         nk.from_jax(None, params)
     with pytest.raises(ValueError, match="`batch_axis` must be None"):
         nk.from_jax(mlp_apply, params, batch_axis=1)
+    with pytest.raises(TypeError, match="`independent_inputs` must be a bool"):
+        nk.from_jax(mlp_apply, params, independent_inputs=1)
+    with pytest.raises(ValueError, match="contradicts `batch_axis=0`"):
+        nk.from_jax(mlp_apply, params, batch_axis=0, independent_inputs=False)
     bad = nk.from_jax(lambda p, x: mlp_apply(p, x)[:1], params)
     with pytest.raises(ValueError, match="first axis holds the 6 inputs"):
         bad.apply(bad.theta0, x)
