@@ -10,6 +10,7 @@ allow 5 standard errors per entry with fixed seeds.
 from __future__ import annotations
 
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -325,6 +326,37 @@ class TestStructure:
                 atol=tol(dtype, "contraction") * np.abs(ref).max(),
             )
 
+    @pytest.mark.parametrize("estimator", ["unbiased", "plugin"])
+    def test_stderr_is_the_same_on_both_routes(self, make, dtype, xp, estimator):
+        # The stream route's jackknife (one pass, and several windows of batches under a
+        # small budget) against the Gram route's; the value is the one without errors.
+        model, theta, x1, x2 = self._setup(make)
+        for second, outputs in ((x2, "mean"), (None, "full")):
+            kw = {"sigma": 0.2, "samples": 70, "seed": 3, "estimator": estimator}
+            kw["outputs"] = outputs
+            plain = _np(nk.nntk(model, theta, x1, second, **kw))
+            ref_k, ref_se = nk.nntk(
+                model, theta, x1, second, route="gram", return_stderr=True, **kw
+            )
+            for budget in (None, 2**12):
+                k, se = nk.nntk(
+                    model,
+                    theta,
+                    x1,
+                    second,
+                    route="stream",
+                    memory_budget=budget,
+                    return_stderr=True,
+                    **kw,
+                )
+                for got, want in ((k, plain), (ref_k, plain), (se, _np(ref_se))):
+                    np.testing.assert_allclose(
+                        _np(got),
+                        want,
+                        rtol=tol(dtype, "contraction"),
+                        atol=tol(dtype, "contraction") * np.abs(want).max(),
+                    )
+
     def test_x2_rows_are_blocks_of_the_joint_kernel(self, make, dtype, xp):
         model, theta, x1, x2 = self._setup(make)
         joint = _np(nk.nntk(model, theta, xp.concat([x1, x2]), sigma=0.2, samples=50, seed=4))
@@ -505,6 +537,33 @@ class TestAttention:
             rtol=tol(dtype, "contraction"),
             atol=tol(dtype, "contraction") * np.abs(want).max(),
         )
+
+
+def test_stderr_memory_grows_like_the_differences_not_m_squared():
+    # Standard errors add nothing that grows with M beyond what the kernel alone holds (the
+    # N × O × M differences): the old jackknife held M × M Grams (400 MB at M = 4096).
+    model = nk.MLP(1, (4,))
+    theta, x = model.init(0, xp=np), np.linspace(-1.0, 1.0, 4)[:, None]
+    budget = 2**20
+
+    def peak(m: int, stderr: bool) -> int:
+        tracemalloc.start()
+        nk.nntk(
+            model,
+            theta,
+            x,
+            sigma=0.1,
+            samples=m,
+            seed=0,
+            memory_budget=budget,
+            return_stderr=stderr,
+        )
+        size = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return size
+
+    for m in (4096, 65536):
+        assert peak(m, True) <= peak(m, False) + budget
 
 
 class TestErrors:

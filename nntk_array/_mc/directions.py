@@ -90,12 +90,13 @@ class Directions:
         raise NotImplementedError
 
     def column_blocks(
-        self, start: int, stop: int, max_rows: int
+        self, start: int, stop: int, max_rows: int, rows: tuple[int, int] | None = None
     ) -> Iterator[tuple[int, int, Array]]:
-        """``(r0, r1, U[r0:r1, start:stop])`` over all rows, about ``max_rows`` at a time, so
-        that a column pass needs memory independent of M."""
-        for r0 in range(0, self.num_rows, max_rows):
-            r1 = min(r0 + max_rows, self.num_rows)
+        """``(r0, r1, U[r0:r1, start:stop])`` over the rows ``rows`` (default all), about
+        ``max_rows`` at a time, so that a column pass needs memory independent of M."""
+        lo, hi = rows or (0, self.num_rows)
+        for r0 in range(lo, hi, max_rows):
+            r1 = min(r0 + max_rows, hi)
             yield r0, r1, self.columns(start, stop)[r0:r1, :]
 
     def radial_uniforms(self, start: int, stop: int) -> Array | None:
@@ -141,10 +142,11 @@ class _Explicit(Directions):
         return self._u[:, start:stop]
 
     def column_blocks(
-        self, start: int, stop: int, max_rows: int
+        self, start: int, stop: int, max_rows: int, rows: tuple[int, int] | None = None
     ) -> Iterator[tuple[int, int, Array]]:
-        for r0 in range(0, self.num_rows, max_rows):
-            r1 = min(r0 + max_rows, self.num_rows)
+        lo, hi = rows or (0, self.num_rows)
+        for r0 in range(lo, hi, max_rows):
+            r1 = min(r0 + max_rows, hi)
             yield r0, r1, self._u[r0:r1, start:stop]
 
     def radial_uniforms(self, start: int, stop: int) -> Array | None:
@@ -207,19 +209,22 @@ class _Tiled(Directions):
         return xp.asarray(block, copy=True) if fresh else block
 
     def column_blocks(
-        self, start: int, stop: int, max_rows: int
+        self, start: int, stop: int, max_rows: int, rows: tuple[int, int] | None = None
     ) -> Iterator[tuple[int, int, Array]]:
+        r_lo, r_hi = rows or (0, self.num_rows)
         j0, j1 = start // COL_TILE, _ceil_div(stop, COL_TILE)
-        n_tiles = _ceil_div(self.num_rows, ROW_TILE)
         step = max(1, max_rows // ROW_TILE)
         lo = start - j0 * COL_TILE
-        for i0 in range(0, n_tiles, step):
-            i1 = min(i0 + step, n_tiles)
+        for i0 in range(r_lo // ROW_TILE, _ceil_div(r_hi, ROW_TILE), step):
+            i1 = min(i0 + step, _ceil_div(r_hi, ROW_TILE))
             keys = [(i, j) for i in range(i0, i1) for j in range(j0, j1)]
             block = _grid(self.xp, self._tiles(keys, keep=False), i1 - i0, j1 - j0)
+            r0, r1 = max(r_lo, i0 * ROW_TILE), min(r_hi, i1 * ROW_TILE)
+            if r0 != i0 * ROW_TILE or r1 - r0 != block.shape[0]:  # rows cut inside a tile
+                block = block[r0 - i0 * ROW_TILE : r1 - i0 * ROW_TILE, :]
             if lo != 0 or block.shape[1] != stop - start:
                 block = block[:, lo : lo + stop - start]
-            yield i0 * ROW_TILE, min(i1 * ROW_TILE, self.num_rows), block
+            yield r0, r1, block
 
     def columns(self, start: int, stop: int) -> Array:
         xp = self.xp

@@ -10,17 +10,26 @@ with (W, V) = (G, 11ᵀ) for :class:`PlugIn`, (G off-group, 11ᵀ off-group) for
 :class:`UStatistic`, (diag d, I) for :class:`Sketch` and :class:`Directional`; G = U Uᵀ is
 the Gram matrix of the directions. For uniform α this is exactly the U-statistic, plug-in and
 sketch kernels; for attention weights the denominator renormalizes over the pairs kept;
-dropping a batch of samples from both forms gives the delete-a-batch :class:`Jackknife`
-standard error. (docs: Mathematics, 'Kernel estimators'.)
+dropping a batch of samples from both forms gives the delete-a-batch jackknife standard
+error (:func:`jackknife`). (docs: Mathematics, 'Kernel estimators'.)
+
+The jackknife never re-runs the kernel: with ã_b the columns of batch b,
+
+    ã_{-b} W ã_{-b}ᵀ = ã W ãᵀ − ã_b (W ãᵀ)_b − (ã W)_b ã_bᵀ + ã_b W_bb ã_bᵀ,
+
+so on the Gram route the leave-one-batch-out numerators are slices of the one product ã W
+(:func:`dropped_numerators`), and on the stream route each column tile's product ã U_c is
+split into per-batch parts whose sum it is (:func:`stream_numerator`). The denominators drop
+a batch the same way (:func:`dropped_denominators`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from array_api_compat import array_namespace, device
+from array_api_compat import device
 
 from .._typing import Array, Namespace
 from ..backends.linalg import gram
@@ -31,26 +40,34 @@ from .moments import RunningMoments
 __all__ = [
     "Directional",
     "Estimator",
-    "Jackknife",
     "PlugIn",
     "Sketch",
     "UStatistic",
+    "batch_bounds",
+    "dropped_denominators",
+    "dropped_numerators",
     "estimator",
+    "jackknife",
     "quad",
     "ratio",
+    "stream_numerator",
+    "weigh",
 ]
 
 Groups = Sequence[tuple[int, int]]
 
 
 class Estimator:
-    """The interface: the weight matrix W, the pair weights α V αᵀ, and the kernel."""
+    """The interface: the weight matrix W and the pair weights α V αᵀ; the kernel is their
+    ratio (:func:`quad`, :func:`ratio`)."""
 
     name: str
     #: W is diagonal: no Gram of the directions is needed
     diagonal: bool = False
     #: independent groups of samples the estimator needs at least
     min_groups: int = 1
+    #: V is all ones between different groups (else zero there)
+    pairs_across_groups: bool = True
 
     def weight_matrix(
         self, xp: Namespace, dirs: Directions, diffs: Differences | None, acc: Any, rows: int
@@ -68,13 +85,6 @@ class Estimator:
         """What the column-streamed ã G ãᵀ must lose to be this estimator's numerator
         (only estimators whose W is a Gram can be streamed)."""
         return None
-
-    def kernel(
-        self, a1: Array, al1: Array, a2: Array, al2: Array, w: Array, groups: Groups, full: bool
-    ) -> Array:
-        """The kernel block of two blocks of weighted differences ã (n, O, M)."""
-        xp = array_namespace(a1, a2, w)
-        return ratio(xp, quad(xp, a1, w, a2, full), self.denominator(xp, al1, al2, groups), full)
 
 
 class PlugIn(Estimator):
@@ -126,6 +136,7 @@ class Sketch(Estimator):
     paper: bool = False
     name = "sketch"
     diagonal = True
+    pairs_across_groups = False
 
     def weight_matrix(
         self, xp: Namespace, dirs: Directions, diffs: Differences | None, acc: Any, rows: int
@@ -164,37 +175,64 @@ def estimator(name: str, *, paper: bool) -> Estimator:
     return Directional()
 
 
-@dataclass(frozen=True)
-class Jackknife:
-    """Delete-a-batch jackknife over up to ``batches`` batches of whole groups: each batch
-    is dropped from both bilinear forms in turn, and the spread of the ratios is the error."""
+def batch_bounds(groups: Groups, batches: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of up to ``batches`` contiguous jackknife batches of whole groups."""
+    n = min(len(groups), batches)
+    starts = [groups[(len(groups) * b) // n][0] for b in range(n)]
+    return list(zip(starts, [*starts[1:], groups[-1][1]], strict=True))
 
-    batches: int
 
-    def stderr(
-        self,
-        est: Estimator,
-        a1: Array,
-        al1: Array,
-        a2: Array,
-        al2: Array,
-        w: Array,
-        groups: Groups,
-        full: bool,
-    ) -> Array:
-        """Entrywise standard error of ``est.kernel`` on these blocks."""
-        xp = array_namespace(a1, a2, w)
-        n_batches = min(len(groups), self.batches)
-        bounds = [groups[(len(groups) * b) // n_batches][0] for b in range(n_batches)]
-        bounds.append(groups[-1][1])
-        col = xp.arange(a1.shape[-1], device=device(a1))
-        moments = RunningMoments()
-        for b in range(n_batches):
-            keep = xp.astype((col < bounds[b]) | (col >= bounds[b + 1]), a1.dtype, copy=False)
-            moments.add(
-                xp, est.kernel(a1 * keep, al1 * keep, a2 * keep, al2 * keep, w, groups, full)
-            )
-        return xp.sqrt(moments.m2 * ((n_batches - 1) / n_batches))
+def jackknife(xp: Namespace, nums: Iterable[Array], dens: Iterable[Array], full: bool) -> Array:
+    """Delete-a-batch jackknife: the entrywise spread of the leave-one-batch-out ratios."""
+    moments = RunningMoments()
+    for num, den in zip(nums, dens, strict=True):
+        moments.add(xp, ratio(xp, num, den, full))
+    n = moments.count
+    return xp.sqrt(moments.m2 * ((n - 1) / n))
+
+
+def dropped_denominators(
+    xp: Namespace,
+    est: Estimator,
+    al1: Array,
+    al2: Array,
+    groups: Groups,
+    den: Array,
+    bounds: Sequence[tuple[int, int]],
+) -> Iterator[Array]:
+    """α_{-b} V α_{-b}ᵀ for every batch b, from the full ``den``: a batch's own pairs (the
+    estimator's denominator of its columns), and its pairs with the rest when V is all ones
+    across groups; a batch holds whole groups, so no other pair changes."""
+    s1, s2 = xp.sum(al1, axis=1), xp.sum(al2, axis=1)
+    for b0, b1 in bounds:
+        local = [(g0 - b0, g1 - b0) for g0, g1 in groups if b0 <= g0 < b1]
+        d = den - est.denominator(xp, al1[:, b0:b1], al2[:, b0:b1], local)
+        if est.pairs_across_groups:
+            t1, t2 = xp.sum(al1[:, b0:b1], axis=1), xp.sum(al2[:, b0:b1], axis=1)
+            d = d - t1[:, None] * (s2 - t2)[None, :] - (s1 - t1)[:, None] * t2[None, :]
+        yield d
+
+
+def dropped_numerators(
+    xp: Namespace,
+    a1: Array,
+    y1: Array,
+    a2: Array,
+    y2: Array,
+    w: Array,
+    num: Array,
+    bounds: Sequence[tuple[int, int]],
+    full: bool,
+) -> Iterator[Array]:
+    """ã_{-b} W ã_{-b}ᵀ for every batch b, from ``num`` = ã1 W ã2ᵀ and the products
+    y = ã W (W symmetric): N1·N2·M work over all batches, not one kernel per batch."""
+    for b0, b1 in bounds:
+        p1, p2 = a1[..., b0:b1], a2[..., b0:b1]
+        if w.ndim == 1:  # diagonal W: a batch pairs only with itself
+            yield num - quad(xp, p1, w[b0:b1], p2, full)
+            continue
+        rows = quad(xp, p1, None, y2[..., b0:b1], full) + quad(xp, y1[..., b0:b1], None, p2, full)
+        yield num - rows + quad(xp, p1, w[b0:b1, b0:b1], p2, full)
 
 
 def quad(xp: Namespace, a1: Array, w: Array | None, a2: Array, full: bool) -> Array:
@@ -204,7 +242,7 @@ def quad(xp: Namespace, a1: Array, w: Array | None, a2: Array, full: bool) -> Ar
     """
     n1, o, _ = a1.shape
     n2 = a2.shape[0]
-    y = a1 if w is None else (a1 * w if w.ndim == 1 else xp.matmul(a1, w))
+    y = a1 if w is None else weigh(xp, a1, w)
     if full:
         k = xp.matmul(
             xp.reshape(y, (n1 * o, -1)), xp.permute_dims(xp.reshape(a2, (n2 * o, -1)), (1, 0))
@@ -212,6 +250,11 @@ def quad(xp: Namespace, a1: Array, w: Array | None, a2: Array, full: bool) -> Ar
         return xp.permute_dims(xp.reshape(k, (n1, o, n2, o)), (0, 2, 1, 3))
     k = xp.matmul(xp.reshape(y, (n1, -1)), xp.permute_dims(xp.reshape(a2, (n2, -1)), (1, 0)))
     return k / o if o > 1 else k
+
+
+def weigh(xp: Namespace, a: Array, w: Array) -> Array:
+    """ã W for an (M, M) matrix or an (M,) diagonal W."""
+    return a * w if w.ndim == 1 else xp.matmul(a, w)
 
 
 def ratio(xp: Namespace, num: Array, den: Array, full: bool) -> Array:
@@ -254,6 +297,38 @@ def _gram(xp: Namespace, dirs: Directions, acc: Any, rows: int) -> Array:
     return xp.concat([xp.concat(r, axis=1) for r in grid], axis=0)
 
 
+def _products(
+    xp: Namespace,
+    dirs: Directions,
+    cols: tuple[int, int],
+    arrays: Sequence[Array],
+    spans: Sequence[tuple[int, int]],
+    acc: Any,
+    rows: int,
+    norms: list[Array] | None,
+) -> list[list[Array]]:
+    """For each span of rows (contiguous, in order) and each array ã: Σ over the span's rows
+    m of ã[..., m] U[m, cols]; U regenerated ``rows`` rows at a time over the spans only.
+    Squared row norms of U[:, cols] are appended to ``norms`` when given."""
+    out: list[list[Array]] = [[None] * len(arrays) for _ in spans]
+    for r0, r1, u in dirs.column_blocks(*cols, rows, (spans[0][0], spans[-1][1])):
+        u = xp.astype(u, acc, copy=False)
+        if norms is not None:
+            norms.append(xp.sum(u * u, axis=1))
+        for slot, (s0, s1) in zip(out, spans, strict=True):
+            lo, hi = max(s0, r0), min(s1, r1)
+            if lo >= hi:
+                continue
+            for k, a in enumerate(arrays):
+                part = xp.matmul(a[..., lo:hi], u[lo - r0 : hi - r0, :])
+                slot[k] = part if slot[k] is None else slot[k] + part
+    return out
+
+
+def _total(parts: list[list[Array]]) -> list[Array]:
+    return [sum(col[1:], col[0]) for col in zip(*parts, strict=True)]
+
+
 def stream_numerator(
     xp: Namespace,
     dirs: Directions,
@@ -263,28 +338,43 @@ def stream_numerator(
     rows: int,
     full: bool,
     symmetric: bool,
-) -> tuple[Array, Array]:
+    bounds: Sequence[tuple[int, int]] = (),
+    window: int = 1,
+) -> tuple[Array, Array, list[Array]]:
     """Σ over column tiles c of (ã1 U_c)(ã2 U_c)ᵀ, i.e. ã U Uᵀ ãᵀ without the M × M Gram,
-    and the squared row norms |u_m|² gathered on the way. U_c is consumed ``rows`` rows at a
-    time, so memory does not grow with M."""
-    p = dirs.num_params
+    the squared row norms |u_m|² gathered on the way, and for every jackknife batch b of
+    ``bounds`` the numerator without it, Σ_c (B_c − B_{c,b})(B_c − B_{c,b})ᵀ with B_{c,b}
+    the batch's part of B_c = ã U_c.
+
+    U_c is consumed ``rows`` rows at a time and at most ``window`` batches' parts are held
+    at once, so memory does not grow with M: the first pass over a tile's rows forms B_c and
+    the first window's parts, each later window regenerates only its own rows.
+    """
+    p, m = dirs.num_params, dirs.num_rows
+    arrays = [a1] if symmetric else [a1, a2]
     num: Array = None
     sq: Array = None
+    dropped: list[Array] = [None] * len(bounds)
+    windows = [list(bounds[i : i + window]) for i in range(0, len(bounds), window)]
     for c0 in range(0, p, COL_TILE):
-        c1 = min(c0 + COL_TILE, p)
-        b1: Array = None
-        b2: Array = None
-        norms = []
-        for r0, r1, u in dirs.column_blocks(c0, c1, rows):
-            u = xp.astype(u, acc, copy=False)
-            part1 = xp.matmul(a1[..., r0:r1], u)
-            b1 = part1 if b1 is None else b1 + part1
-            if not symmetric:
-                part2 = xp.matmul(a2[..., r0:r1], u)
-                b2 = part2 if b2 is None else b2 + part2
-            norms.append(xp.sum(u * u, axis=1))
-        part = quad(xp, b1, None, b1 if symmetric else b2, full)
+        cols = (c0, min(c0 + COL_TILE, p))
+        first = windows[0] if windows else []
+        end = first[-1][1] if first else 0  # the rows after the first window, in one span
+        spans = first + ([(end, m)] if end < m else [])
+        norms: list[Array] = []
+        parts = _products(xp, dirs, cols, arrays, spans, acc, rows, norms)
+        total = _total(parts)
+        part = quad(xp, total[0], None, total[-1], full)
         num = part if num is None else num + part
         col_sq = norms[0] if len(norms) == 1 else xp.concat(norms)
         sq = col_sq if sq is None else sq + col_sq
-    return num, sq
+        b = 0
+        for k, batch_spans in enumerate(windows):
+            if k > 0:
+                parts = _products(xp, dirs, cols, arrays, batch_spans, acc, rows, None)
+            for own in parts[: len(batch_spans)]:
+                left = [t - o for t, o in zip(total, own, strict=True)]
+                part = quad(xp, left[0], None, left[-1], full)
+                dropped[b] = part if dropped[b] is None else dropped[b] + part
+                b += 1
+    return num, sq, dropped

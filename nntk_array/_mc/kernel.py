@@ -6,6 +6,7 @@ same steps (:func:`setup`, :func:`rows`, :func:`scores`, :func:`sample_weights`,
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,18 @@ from ..models.protocol import Bound, bind, check_inputs
 from . import attention as att_mc
 from .differences import Differences, chunks, collect
 from .directions import Directions, check_explicit, make_directions
-from .estimators import Estimator, Jackknife, estimator, ratio, stream_numerator
+from .estimators import (
+    Estimator,
+    batch_bounds,
+    dropped_denominators,
+    dropped_numerators,
+    estimator,
+    jackknife,
+    quad,
+    ratio,
+    stream_numerator,
+    weigh,
+)
 from .plan import DEFAULT_BUDGET, JACKKNIFE_BATCHES, KernelPlan, kernel_plan
 from .smoothing import Form, Radial, make_form
 
@@ -289,6 +301,11 @@ class Contraction:
     stderr: bool
     dtype: Any
 
+    @property
+    def batches(self) -> list[tuple[int, int]]:
+        """The jackknife batches of samples (none without standard errors)."""
+        return batch_bounds(self.groups, JACKKNIFE_BATCHES) if self.stderr else []
+
 
 def contraction(problem: Problem) -> Contraction:
     """The :class:`Contraction` of a problem."""
@@ -296,16 +313,31 @@ def contraction(problem: Problem) -> Contraction:
     return Contraction(problem.est, problem.groups, spec.full, spec.stderr, problem.theta.dtype)
 
 
+def _finish(
+    c: Contraction, xp: Namespace, num: Array, al1: Array, al2: Array, dropped: Iterable[Array]
+) -> Array | tuple[Array, Array]:
+    """The kernel from its numerator, and with standard errors the jackknife over the
+    numerators ``dropped`` of each batch left out."""
+    den = c.est.denominator(xp, al1, al2, c.groups)
+    kernel = xp.astype(ratio(xp, num, den, c.full), c.dtype, copy=False)
+    if not c.stderr:
+        return kernel
+    dens = dropped_denominators(xp, c.est, al1, al2, c.groups, den, c.batches)
+    return kernel, xp.astype(jackknife(xp, dropped, dens, c.full), c.dtype, copy=False)
+
+
 def contract(
     c: Contraction, a1: Array, al1: Array, a2: Array, al2: Array, w: Array
 ) -> Array | tuple[Array, Array]:
     """The kernel block (and standard error) of two blocks of weighted differences."""
     xp = array_namespace(a1, a2, w)
-    kernel = xp.astype(c.est.kernel(a1, al1, a2, al2, w, c.groups, c.full), c.dtype, copy=False)
+    y1 = weigh(xp, a1, w)
+    num = quad(xp, y1, None, a2, c.full)
     if not c.stderr:
-        return kernel
-    se = Jackknife(JACKKNIFE_BATCHES).stderr(c.est, a1, al1, a2, al2, w, c.groups, c.full)
-    return kernel, xp.astype(se, c.dtype, copy=False)
+        return _finish(c, xp, num, al1, al2, [])
+    y2 = y1 if a2 is a1 else weigh(xp, a2, w)
+    dropped = dropped_numerators(xp, a1, y1, a2, y2, w, num, c.batches, c.full)
+    return _finish(c, xp, num, al1, al2, dropped)
 
 
 def compute(problem: Problem) -> Array | tuple[Array, Array]:
@@ -323,14 +355,29 @@ def compute(problem: Problem) -> Array | tuple[Array, Array]:
     a = a[:n_rows, ...] * alpha[:, None, :]
     a1, al1 = a[:n1, ...], alpha[:n1, ...]
     a2, al2 = (a1, al1) if n2 is None else (a[n1:, ...], alpha[n1:, ...])
+    c = contraction(problem)
     if not problem.plan.stream:
-        return contract(contraction(problem), a1, al1, a2, al2, weight_matrix(problem, diffs))
-    full = problem.spec.full
-    num, u_sq = stream_numerator(
-        xp, problem.dirs, a1, a2, problem.acc, problem.plan.stream_rows, full, n2 is None
+        return contract(c, a1, al1, a2, al2, weight_matrix(problem, diffs))
+    plan, est, full = problem.plan, problem.est, c.full
+    num, u_sq, dropped = stream_numerator(
+        xp,
+        problem.dirs,
+        a1,
+        a2,
+        problem.acc,
+        plan.stream_rows,
+        full,
+        n2 is None,
+        c.batches,
+        plan.stream_window,
     )
-    correction = problem.est.stream_correction(xp, a1, u_sq, a2, full)
-    if correction is not None:
+    correction = est.stream_correction(xp, a1, u_sq, a2, full)
+    if correction is not None:  # each dropped numerator keeps the other batches' m = n terms
         num = num - correction
-    den = problem.est.denominator(xp, al1, al2, problem.groups)
-    return xp.astype(ratio(xp, num, den, full), problem.theta.dtype, copy=False)
+        dropped = [
+            d
+            - correction
+            + est.stream_correction(xp, a1[..., b0:b1], u_sq[b0:b1], a2[..., b0:b1], full)
+            for d, (b0, b1) in zip(dropped, c.batches, strict=True)
+        ]
+    return _finish(c, xp, num, al1, al2, dropped)

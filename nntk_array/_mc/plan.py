@@ -12,16 +12,27 @@ How a budget B (bytes, default 384 MiB) is shared, and what grows beyond it:
   smoothing form's transient full-size copies;
 - the Gram route: two column blocks of the directions (M × ``COL_TILE``) and the M × M
   matrices (``GRAM_MATRICES`` of them: the Gram, its masked copy, one product) — these grow
-  as M², outside the budget;
+  as M², outside the budget, so ``route="auto"`` takes the stream route where it can once
+  they exceed the budget;
 - the stream route: an eighth (``STREAM_SHARE``) for a block of direction rows, plus the
-  (N, O, ``COL_TILE``) products;
+  (N, O, ``COL_TILE``) products; with standard errors another eighth for the per-batch
+  parts of those products (``stream_window`` batches at a time);
 - what is left caches random tiles, so small problems draw each number once;
 - structured (orthogonal) groups: half (``STRUCTURED_SHARE``) for one group's QR.
 
-Beyond the budget, every route keeps the N × O × M differences and the N1 × N2 kernel.
+Beyond the budget, every route keeps the N × O × M differences (and with standard errors
+their product with W on the Gram route) and the N1 × N2 kernel, with standard errors
+``JACKKNIFE_BATCHES`` more N1 × N2 blocks (the leave-one-batch-out numerators).
 
 Independent groups of samples: ``JACKKNIFE_BATCHES`` for standard errors, 2 for the
 U-statistic (which pairs only rows of different groups), else 1.
+
+Route costs (flops per parameter; :func:`_stream_pays`): the Gram, M² (its products with
+the differences, N·M²·O, are small next to it when O ≪ P); streaming, 2·N·M (the products
+ã U_c) + 2·N1·N2 (their products); standard errors add B·N1·N2 on the stream route (one
+leave-one-batch-out product per batch, B = ``JACKKNIFE_BATCHES``) and twice the 2·N·M when
+the batches' parts do not fit at once (each later window regenerates its rows), while the
+Gram route's jackknife works on slices of ã W, about 3·N1·N2·M·O, and is not counted.
 
 The exact local NTK is computed in blocks of inputs (:func:`ntk_blocks`) within a budget B
 (default ``NTK_BLOCK_BYTES``): a block's factors (``per_input`` numbers per input: the MLP's
@@ -90,8 +101,9 @@ class KernelPlan:
 
     ``chunk`` perturbations per model call, ``draw`` rows of directions drawn at once,
     ``cache_bytes`` for random tiles, ``group_size`` rows per group of dependent samples,
-    ``stream`` whether to contract by column streaming instead of the Gram, and the row
-    blocks of the two contraction routes.
+    ``stream`` whether to contract by column streaming instead of the Gram, the row blocks
+    of the two contraction routes, and ``stream_window`` jackknife batches whose parts of a
+    column tile's products the stream route holds at once.
     """
 
     chunk: int
@@ -101,6 +113,7 @@ class KernelPlan:
     stream: bool
     gram_rows: int
     stream_rows: int
+    stream_window: int
 
 
 @dataclass(frozen=True)
@@ -139,10 +152,12 @@ def _group_size(m: int, p: int, n_groups: int, orthogonal: bool, budget: int, it
     return max(1, size)
 
 
-def _stream_pays(m: int, n1: int, n2: int, symmetric: bool) -> bool:
-    """Whether streaming, ~(2 N M + 2 N1 N2) P flops, is cheaper than the Gram, ~M² P."""
+def _stream_pays(m: int, n1: int, n2: int, symmetric: bool, batches: int, window: int) -> bool:
+    """Whether streaming, ~(2 N M passes + (2 + B) N1 N2) P flops with B jackknife
+    ``batches`` (0 without standard errors), is cheaper than the Gram, ~M² P."""
     n_all = n1 if symmetric else n1 + n2
-    return 2 * n_all * m + 2 * n1 * n2 < m * m
+    passes = 1 if window >= batches else 2
+    return 2 * n_all * m * passes + (2 + batches) * n1 * n2 < m * m
 
 
 def kernel_plan(
@@ -170,8 +185,8 @@ def kernel_plan(
     Raises
     ------
     ValueError
-        ``route="stream"`` where it cannot be taken (structured sampling, a diagonal
-        estimator, or standard errors).
+        ``route="stream"`` where it cannot be taken (structured sampling or a diagonal
+        estimator).
     """
     row_bytes = p * itemsize * copies
     draw = drawn_rows(budget, row_bytes)
@@ -179,26 +194,30 @@ def kernel_plan(
     if samples_per_call is None:
         chunk = min(chunk, draw)
     eval_bytes = draw * row_bytes + chunk * per_set
-    # Streaming needs regenerable columns and independent rows, and gives no standard error.
+    # Streaming needs regenerable columns and independent rows.
     streamable = estimator in ("plugin", "unbiased") and (
         explicit or sampling in ("iid", "antithetic")
     )
-    if route == "stream":
-        if not streamable:
-            raise ValueError(
-                "route='stream' needs estimator 'plugin' or 'unbiased' and column-regenerable "
-                "directions (sampling 'iid', 'antithetic' or explicit samples)"
-            )
-        if stderr:
-            raise ValueError("route='stream' gives no standard error; use route='gram'")
+    if route == "stream" and not streamable:
+        raise ValueError(
+            "route='stream' needs estimator 'plugin' or 'unbiased' and column-regenerable "
+            "directions (sampling 'iid', 'antithetic' or explicit samples)"
+        )
+    batches = JACKKNIFE_BATCHES if stderr else 0
+    tile_bytes = (n1 if symmetric else n1 + n2) * n_out * min(COL_TILE, p) * acc_size
+    window = min(max(batches, 1), max(1, (budget // STREAM_SHARE) // tile_bytes))
+    matrices = GRAM_MATRICES * m * m * acc_size
     stream = route == "stream" or (
-        route == "auto" and streamable and not stderr and _stream_pays(m, n1, n2, symmetric)
+        route == "auto"
+        and streamable
+        and (matrices > budget or _stream_pays(m, n1, n2, symmetric, batches, window))
     )
     stream_rows = max(1, (budget // STREAM_SHARE) // (COL_TILE * acc_size))
     if stream:
         gram_bytes = budget // STREAM_SHARE + 2 * (n1 + n2) * n_out * COL_TILE * acc_size
+        gram_bytes += window * tile_bytes if stderr else 0
     else:
-        gram_bytes = 2 * COL_TILE * m * acc_size + GRAM_MATRICES * m * m * acc_size
+        gram_bytes = 2 * COL_TILE * m * acc_size + matrices
     n_groups = JACKKNIFE_BATCHES if stderr else U_STATISTIC_GROUPS if estimator == "unbiased" else 1
     return KernelPlan(
         chunk=chunk,
@@ -208,6 +227,7 @@ def kernel_plan(
         stream=stream,
         gram_rows=max(1, (budget // GRAM_ROW_SHARE) // (p * acc_size)),
         stream_rows=stream_rows,
+        stream_window=window,
     )
 
 
