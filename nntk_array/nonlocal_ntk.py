@@ -127,7 +127,10 @@ def nntk(
         Average over the O outputs, or return every output pair (N1, N2, O, O).
     route : {"auto", "gram", "stream"}
         Contract through the M × M Gram of the directions (cost ~M²P) or stream the
-        directions in column blocks (cost ~N M P); ``"auto"`` picks the cheaper.
+        directions in column blocks (cost ~N M P); ``"auto"`` picks the cheaper, and
+        streams wherever it can once the Gram's M × M matrices would exceed
+        ``memory_budget``. Streaming takes estimators ``"unbiased"`` and ``"plugin"`` with
+        ``"iid"``, ``"antithetic"`` or explicit samples.
     samples_per_call : int, optional
         Perturbations per batched model call; by default as many as fit in a quarter of
         ``memory_budget`` (model temporaries), and no more than one drawn block of rows.
@@ -135,9 +138,10 @@ def nntk(
     memory_budget : int, optional
         Bytes for perturbation chunks, model activations and cached random tiles (default
         384 MiB). **What grows beyond it:** the N × O × M differences and the kernel on
-        every route, and on the Gram route (``route="gram"``, standard errors, structured
-        sampling) three M × M matrices, so peak memory grows like M² there; the stream
-        route grows only like N·M.
+        every route (with standard errors 20 more N1 × N2 blocks), and on the Gram route of
+        ``"unbiased"`` and ``"plugin"`` (``route="gram"``, structured sampling) three M × M
+        matrices, so peak memory grows like M² there; the stream route and the diagonal
+        estimators grow only like N·M.
     resources : Resources, optional
         ``memory_budget``, ``samples_per_call`` and ``route`` as one spec.
     accumulate : {"input", "float64"}
@@ -145,7 +149,12 @@ def nntk(
         from cancellation in the U-statistic. The result has the input dtype.
     return_stderr : bool, default False
         Also return entrywise standard errors (delete-a-batch jackknife over 20 batches of
-        independent samples or groups).
+        independent samples or groups), formed from per-batch parts of the kernel's own
+        products: about 1.5x the kernel's time, on the same route and in the same memory
+        but for the 20 N1 × N2 blocks. Structured samplers (``"orthogonal"``, ``"qmc"``)
+        then use groups of ⌈M/20⌉ rows (at most P for orthogonal) instead of ⌈M/2⌉, so
+        their value differs from a call without errors; for iid and antithetic samples the
+        value is the same to rounding.
 
     rng, batch_size
         Deprecated names of ``seed`` and ``samples_per_call``; they still work and warn.

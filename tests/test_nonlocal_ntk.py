@@ -195,6 +195,26 @@ class TestLinearModel:
             assert np.all((ratio > 0.6) & (ratio < 1.6))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("route", ["gram", "stream"])
+def test_stderr_covers_the_exact_smoothed_kernel(route):
+    # Coverage across seeds of K ± 2·se for the exact Gaussian-smoothed kernel of a one-hidden
+    # -layer net (docs: Mathematics, 'Closed forms'): about 95% of the entries.
+    model = nk.MLP(1, (32,), activation="relu")
+    theta = model.init(3, xp=np, dtype=np.float64)
+    x = np.linspace(-1.0, 1.0, 5)[:, None]
+    truth = smoothed_one_hidden_ntk(model, theta, x, x, 0.3)
+    upper = np.triu_indices(5)
+    z = []
+    for seed in range(60):
+        k, se = nk.nntk(
+            model, theta, x, sigma=0.3, samples=1000, seed=seed, route=route, return_stderr=True
+        )
+        z.append(((k - truth) / se)[upper])
+    covered = np.mean(np.abs(np.concatenate(z)) < 2.0)
+    assert 0.88 < covered < 0.995, covered
+
+
 class TestAgainstClosedForms:
     @pytest.mark.parametrize("activation", ["sign", "relu", "erf"])
     @ALL_ON_NUMPY
