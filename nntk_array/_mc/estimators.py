@@ -204,8 +204,12 @@ def dropped_denominators(
     estimator's denominator of its columns), and its pairs with the rest when V is all ones
     across groups; a batch holds whole groups, so no other pair changes."""
     s1, s2 = xp.sum(al1, axis=1), xp.sum(al2, axis=1)
+    g = 0  # batches and groups are both in row order: one walk over the groups
     for b0, b1 in bounds:
-        local = [(g0 - b0, g1 - b0) for g0, g1 in groups if b0 <= g0 < b1]
+        local = []
+        while g < len(groups) and groups[g][0] < b1:
+            local.append((groups[g][0] - b0, groups[g][1] - b0))
+            g += 1
         d = den - est.denominator(xp, al1[:, b0:b1], al2[:, b0:b1], local)
         if est.pairs_across_groups:
             t1, t2 = xp.sum(al1[:, b0:b1], axis=1), xp.sum(al2[:, b0:b1], axis=1)
