@@ -16,27 +16,42 @@ from .nonlocal_grad import nonlocal_grad
 from .nonlocal_ntk import nntk
 from .options import Estimate, Estimator, Resources, Smoothing
 from .predict import gradient_flow, kernel_regression
+from .spectra import (
+    Spectrum,
+    effective_dimension,
+    kernel_spectrum,
+    mode_learning_curves,
+    spectral_energy,
+)
+from .tracking import KernelTrack, track_kernel
 
 __all__ = [
     "MLP",
     "Attention",
     "Estimate",
     "Estimator",
+    "KernelTrack",
     "Model",
     "Resources",
     "Smoothing",
+    "Spectrum",
     "__version__",
     "analytic",
     "attention_weights",
     "band_error",
+    "effective_dimension",
     "effective_sample_size",
     "from_jax",
     "from_torch",
     "gradient_flow",
     "kernel_alignment",
     "kernel_regression",
+    "kernel_spectrum",
+    "mode_learning_curves",
     "monte_carlo_kernel",
     "nntk",
     "nonlocal_grad",
     "ntk",
+    "spectral_energy",
+    "track_kernel",
 ]
