@@ -14,6 +14,7 @@ from .models import MLP, Model, from_jax, from_torch
 from .monte_carlo import monte_carlo_kernel
 from .nonlocal_grad import nonlocal_grad
 from .nonlocal_ntk import nntk
+from .operators import KernelOperator, LowRankOperator, nntk_features, ntk_operator
 from .options import Estimate, Estimator, Resources, Smoothing
 from .predict import gradient_flow, kernel_regression
 from .spectra import (
@@ -30,6 +31,8 @@ __all__ = [
     "Attention",
     "Estimate",
     "Estimator",
+    "KernelOperator",
+    "LowRankOperator",
     "KernelTrack",
     "Model",
     "Resources",
@@ -50,8 +53,10 @@ __all__ = [
     "mode_learning_curves",
     "monte_carlo_kernel",
     "nntk",
+    "nntk_features",
     "nonlocal_grad",
     "ntk",
+    "ntk_operator",
     "spectral_energy",
     "track_kernel",
 ]

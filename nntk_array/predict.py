@@ -8,56 +8,92 @@ K* (N* x N), and return train and test predictions. Ridges are relative to the k
 tr(K)/N, so NTK and NNTK (whose scales differ) are compared at equal regularization, and the
 ridgeless predictor is invariant under K -> cK. Monte Carlo NNTKs (unbiased estimator) need
 not be positive semidefinite: ``psd=True`` clips negative eigenvalues first.
+
+:func:`kernel_regression` also takes matrix-free kernels (:mod:`nntk_array.operators`): a
+symmetric low-rank factor K = R Rᵀ is solved in r × r by the Woodbury (push-through) identity,
+any other kernel operator by conjugate gradients on its products.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable
+from typing import Any
 
-from array_api_compat import device
+from array_api_compat import device, is_array_api_obj
 
 from ._typing import Array, Namespace
-from ._validate import check_choice, check_finite, check_ndim
+from ._validate import check_choice, check_finite, check_ndim, check_positive_int
 from ._xp import resolve
 from .backends.linalg import solve_triangular
 from .backends.tracing import is_concrete
+from .operators import LowRankOperator
 
 __all__ = ["gradient_flow", "kernel_regression"]
 
-SOLVERS = ("auto", "cholesky", "eigh")
+SOLVERS = ("auto", "cholesky", "eigh", "cg")
 
 
 def kernel_regression(
-    k_train: Array,
+    k_train: Array | Any,
     y_train: Array,
-    k_test: Array | None = None,
+    k_test: Array | Any | None = None,
     *,
     ridge: float = 0.0,
     solver: str = "auto",
     psd: bool = False,
     rcond: float | None = None,
+    tol: float | None = None,
+    maxiter: int | None = None,
+    preconditioner: Callable[[Array], Array] | None = None,
 ) -> tuple[Array, Array | None]:
     """Kernel ridge(less) regression: f(X) = K (K + λI)⁻¹ y and f(X*) = K* (K + λI)⁻¹ y.
 
     See the Mathematics page of the documentation (docs: Mathematics, "Kernel ridge
     regression").
 
+    Three kinds of train kernel, with the same predictor (the same ridge scale tr(K)/N):
+
+    - a dense array: Cholesky or eigendecomposition of K + λI, O(N³) time, N² memory;
+    - a symmetric :class:`~nntk_array.LowRankOperator` ``LowRankOperator(R)``, K = R Rᵀ
+      with R (N, r): f(X) = R (RᵀR + λI)⁻¹ Rᵀ y (Woodbury, push-through), O(N·r²) time
+      and r² memory beyond R, tr(K) = ‖R‖²_F; ``"cholesky"``/``"eigh"`` then factor the
+      r × r matrix;
+    - any other kernel operator (``shape``, ``dtype``, ``device``, ``matmul(v)`` and
+      ``diagonal()`` for tr(K); :func:`~nntk_array.ntk_operator`): conjugate gradients on
+      (K + λI) α = y, one product K v per iteration for all O targets together, memory a
+      few N × O arrays. Needs ``ridge > 0``.
+
+    The test kernel is an array (N*, N) or any kernel operator of that shape (for a factor,
+    ``LowRankOperator(R_test, R)``).
+
     Parameters
     ----------
-    k_train : array, shape (N, N)
+    k_train : array of shape (N, N), or a kernel operator
         Symmetric train kernel.
     y_train : array, shape (N,) or (N, O)
-    k_test : array, shape (N*, N), optional
+    k_test : array of shape (N*, N), or a kernel operator, optional
     ridge : float, default 0.0
         λ / (tr(K)/N), >= 0. ``0`` is the ridgeless (minimum-norm) predictor.
-    solver : {"auto", "cholesky", "eigh"}
-        ``"cholesky"`` factors K + λI (needs it positive definite; raises otherwise);
-        ``"eigh"`` uses K = V diag(λ_k) Vᵀ and drops eigenvalues below ``rcond`` times the
-        largest (pseudo-inverse). ``"auto"``: Cholesky for ``ridge > 0`` without ``psd``.
+    solver : {"auto", "cholesky", "eigh", "cg"}
+        ``"cholesky"`` factors K + λI (RᵀR + λI for a factor; needs it positive definite;
+        raises otherwise); ``"eigh"`` uses K = V diag(λ_k) Vᵀ (of RᵀR for a factor) and
+        drops eigenvalues below ``rcond`` times the largest (pseudo-inverse). ``"cg"``:
+        conjugate gradients, for kernel operators. ``"auto"``: for arrays and factors
+        Cholesky for ``ridge > 0`` without ``psd``, else eigh; for other operators CG.
     psd : bool, default False
-        Clip negative eigenvalues of K to zero first (forces the eigen solver).
+        Clip negative eigenvalues of K to zero first (forces the eigen solver; a factor's
+        kernel is positive semidefinite already; not available with CG).
     rcond : float, optional
         Relative eigenvalue cut-off of the eigen solver; default N·eps of the dtype.
+    tol : float, optional
+        CG stops when every target column's residual ‖y − (K + λI)α‖ is at most ``tol``
+        times ‖y‖; default √eps of the dtype (1.5e-8 for float64, 3.5e-4 for float32).
+    maxiter : int, optional
+        Most CG iterations (products with K); default N. Not converging warns.
+    preconditioner : callable, optional
+        r ↦ M⁻¹ r for residuals r of shape (N, O), M ≈ K + λI symmetric positive definite.
 
     Returns
     -------
@@ -67,10 +103,18 @@ def kernel_regression(
     Raises
     ------
     TypeError
-        Non-floating or mixed-library arrays; a library without the ``linalg`` extension.
+        Non-floating or mixed-library arrays; a library without the ``linalg`` extension; a
+        kernel that is neither an array nor a kernel operator, an operator without
+        ``diagonal()``; a non-callable ``preconditioner``.
     ValueError
         Shape mismatches, NaN/inf, ``ridge < 0``, an unknown solver, a kernel that is not
-        positive definite for the Cholesky solver.
+        positive definite for the Cholesky solver; for operators ``ridge = 0`` with CG, a
+        solver that needs the matrix, ``tol`` outside (0, 1), ``maxiter`` < 1.
+
+    Warns
+    -----
+    RuntimeWarning
+        CG did not reach ``tol`` within ``maxiter`` iterations.
 
     Examples
     --------
@@ -81,11 +125,25 @@ def kernel_regression(
     >>> f_train, f_test = nk.kernel_regression(k, np.sin(3 * x[:, 0]), k[:2])
     >>> bool(np.allclose(f_train, np.sin(3 * x[:, 0])))   # ridgeless interpolates
     True
+    >>> R = np.stack([np.ones(5), x[:, 0]], axis=1)           # a rank-2 kernel R Rᵀ
+    >>> f_train, _ = nk.kernel_regression(nk.LowRankOperator(R), x[:, 0], ridge=1e-3)
+    >>> f_dense, _ = nk.kernel_regression(R @ R.T, x[:, 0], ridge=1e-3)
+    >>> bool(np.allclose(f_train, f_dense))
+    True
     """
-    xp, k_train, y_train, k_test, squeeze = _prepare(k_train, y_train, k_test)
     if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
         raise ValueError(f"`ridge` must be a number >= 0; got {ridge!r}")
     check_choice("solver", solver, SOLVERS)
+    if not is_array_api_obj(k_train):
+        return _regress_operator(
+            k_train, y_train, k_test, ridge, solver, psd, rcond, tol, maxiter, preconditioner
+        )
+    if solver == "cg":
+        raise ValueError(
+            "solver='cg' is for kernel operators; a dense `k_train` takes 'auto', "
+            "'cholesky' or 'eigh'"
+        )
+    xp, k_train, y_train, k_test, squeeze = _prepare(k_train, y_train, k_test)
     if solver == "auto":
         solver = "cholesky" if ridge > 0 and not psd else "eigh"
     if psd and solver == "cholesky":
@@ -119,6 +177,198 @@ def kernel_regression(
     f_train = xp.matmul(k_train, alpha)
     f_test = None if k_test is None else xp.matmul(k_test, alpha)
     return _squeeze(f_train, squeeze), None if f_test is None else _squeeze(f_test, squeeze)
+
+
+def _regress_operator(
+    k_train: Any,
+    y_train: Array,
+    k_test: Any,
+    ridge: float,
+    solver: str,
+    psd: bool,
+    rcond: float | None,
+    tol: float | None,
+    maxiter: int | None,
+    preconditioner: Callable[[Array], Array] | None,
+) -> tuple[Array, Array | None]:
+    """:func:`kernel_regression` for a kernel operator: Woodbury for a symmetric factor,
+    else conjugate gradients. Every argument is checked before the first product."""
+    n = _operator_rows("k_train", k_train, None)
+    if tuple(k_train.shape) != (n, n):
+        raise ValueError(f"`k_train` must be square (N, N); got {tuple(k_train.shape)}")
+    factor = isinstance(k_train, LowRankOperator)
+    if factor and not k_train.symmetric:
+        raise ValueError("a factor `k_train` must be symmetric: LowRankOperator(R), K = R Rᵀ")
+    if solver == "auto":
+        solver = ("cholesky" if ridge > 0 else "eigh") if factor else "cg"
+    if not factor and solver != "cg":
+        raise ValueError(
+            f"solver={solver!r} needs the kernel's matrix; a kernel operator takes 'cg' "
+            "(or is a LowRankOperator, solved in r x r)"
+        )
+    like = k_train.left if factor else None
+    xp, (y_train, dense_test, like) = resolve(
+        y_train=y_train, k_test=k_test if is_array_api_obj(k_test) else None, k_train=like
+    )
+    check_ndim("y_train", y_train, (1, 2), f"({n},) or ({n}, O)")
+    if y_train.shape[0] != n:
+        raise ValueError(f"`y_train` must have {n} rows to match `k_train`; got {y_train.shape}")
+    if dense_test is not None:
+        check_ndim("k_test", dense_test, (2,), f"(N*, {n})")
+    if k_test is not None:
+        _operator_rows("k_test", dense_test if dense_test is not None else k_test, n)
+    check_finite(xp, y_train=y_train, k_test=dense_test)
+    squeeze = y_train.ndim == 1
+    y = xp.astype(y_train[:, None] if squeeze else y_train, k_train.dtype, copy=False)
+    if solver != "cg":
+        f_train, alpha, w = _woodbury(xp, k_train.left, y, ridge, solver, rcond)
+    else:
+        if ridge == 0:
+            raise ValueError("conjugate gradients need `ridge` > 0 (K + λI positive definite)")
+        if psd:
+            raise ValueError("psd=True clips eigenvalues of a dense kernel; CG has none")
+        tol = _tolerance(xp, k_train.dtype, tol)
+        maxiter = n if maxiter is None else check_positive_int("maxiter", maxiter)
+        if preconditioner is not None and not callable(preconditioner):
+            raise TypeError(
+                "`preconditioner` must be a callable r -> M⁻¹r; got "
+                f"{type(preconditioner).__name__}"
+            )
+        diagonal = getattr(k_train, "diagonal", None)
+        if not callable(diagonal):
+            raise TypeError(
+                "`k_train` must offer diagonal() for the ridge's scale tr(K)/N "
+                "(nk.ntk_operator and nk.LowRankOperator do)"
+            )
+        lam = ridge * xp.sum(diagonal()) / n
+        alpha, w = _cg(xp, k_train.matmul, y, lam, tol, maxiter, preconditioner), None
+        f_train = k_train.matmul(alpha)
+    f_test = None
+    if dense_test is not None:
+        f_test = xp.matmul(dense_test, alpha)
+    elif isinstance(k_test, LowRankOperator) and w is not None and k_test.right is k_train.left:
+        # K* α = R* (Rᵀ α) = R* w, with w = Rᵀα of the Woodbury solve: no cancellation
+        f_test = xp.matmul(k_test.left, w)
+    elif k_test is not None:
+        f_test = k_test.matmul(alpha)
+    return _squeeze(f_train, squeeze), None if f_test is None else _squeeze(f_test, squeeze)
+
+
+def _operator_rows(name: str, k: Any, n: int | None) -> int:
+    """N1 of a kernel (array or operator) ``name``, checked to have N2 = ``n`` columns."""
+    if not is_array_api_obj(k) and not (
+        hasattr(k, "shape") and callable(getattr(k, "matmul", None))
+    ):
+        raise TypeError(
+            f"`{name}` must be an array or a kernel operator (shape, dtype, device, "
+            f"matmul(v)); got {type(k).__name__}"
+        )
+    shape = tuple(k.shape)
+    if len(shape) != 2 or (n is not None and shape[1] != n):
+        raise ValueError(f"`{name}` must have shape (N*, {n or 'N'}); got {shape}")
+    return int(shape[0])
+
+
+def _tolerance(xp: Namespace, dtype: Any, tol: float | None) -> float:
+    if tol is None:
+        root: float = float(xp.finfo(dtype).eps) ** 0.5
+        return root
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
+        raise ValueError(f"`tol` must be a number in (0, 1); got {tol!r}")
+    return float(tol)
+
+
+def _woodbury(
+    xp: Namespace, r: Array, y: Array, ridge: float, solver: str, rcond: float | None
+) -> tuple[Array, Array, Array]:
+    """(f_train, α, w) for K = R Rᵀ: w = (RᵀR + λI)⁺ Rᵀ y = Rᵀ α (push-through), f = R w,
+    and α = (y − R w)/λ, or R (RᵀR)⁺ w when λ = 0. O(N r²) time, r² memory beyond R."""
+    n, rank = r.shape
+    rt = xp.permute_dims(r, (1, 0))
+    gram = xp.matmul(rt, r)  # (r, r): the nonzero spectrum of K = R Rᵀ
+    lam = ridge * xp.sum(r * r) / n  # tr(K) = ‖R‖²_F
+    if solver == "cholesky":
+        eye = xp.eye(rank, dtype=r.dtype, device=device(r))
+        not_pd = "RᵀR plus ridge is not positive definite: raise `ridge`, or use solver='eigh'"
+        try:  # NumPy and torch raise, JAX returns NaN
+            chol = xp.linalg.cholesky(gram + lam * eye)
+        except (ValueError, RuntimeError) as err:
+            raise ValueError(not_pd) from err
+        if not _all_finite(xp, chol):
+            raise ValueError(not_pd)
+
+        def solve(b: Array) -> Array:
+            half = solve_triangular(xp, chol, b, lower=True)
+            return solve_triangular(xp, xp.permute_dims(chol, (1, 0)), half, lower=False)
+
+    else:
+        vals, vecs = _eigh(xp, gram, False)
+        cut = (n * _eps(xp, r) if rcond is None else rcond) * xp.max(xp.abs(vals))
+        shifted = vals + lam
+        keep = xp.abs(shifted) > cut
+        inv = xp.where(keep, 1.0 / xp.where(keep, shifted, 1.0), 0.0)
+
+        def solve(b: Array) -> Array:
+            return xp.matmul(vecs, inv[:, None] * xp.matmul(xp.permute_dims(vecs, (1, 0)), b))
+
+    w = solve(xp.matmul(rt, y))
+    f_train = xp.matmul(r, w)
+    alpha = (y - f_train) / lam if ridge > 0 else xp.matmul(r, solve(w))
+    return f_train, alpha, w
+
+
+def _cg(
+    xp: Namespace,
+    matvec: Callable[[Array], Array],
+    y: Array,
+    lam: Array,
+    tol: float,
+    maxiter: int,
+    preconditioner: Callable[[Array], Array] | None,
+) -> Array:
+    """(K + λI)⁻¹ y by (preconditioned) conjugate gradients, every column of y at once with
+    its own step sizes; stops when each column's residual is at most ``tol`` ‖y_c‖."""
+
+    def precondition(res: Array) -> Array:
+        return res if preconditioner is None else preconditioner(res)
+
+    def safe_ratio(num: Array, den: Array) -> Array:  # 0 for converged columns (0/0)
+        return xp.where(den != 0, num / xp.where(den != 0, den, 1.0), 0.0)
+
+    target = tol * xp.sqrt(xp.sum(y * y, axis=0))
+    alpha = xp.zeros_like(y)
+    res = y
+    z = precondition(res)
+    p, rz = z, xp.sum(res * z, axis=0)
+    norm = xp.sqrt(xp.sum(res * res, axis=0))
+    for _ in range(maxiter):
+        if _converged(xp, norm <= target):
+            return alpha
+        q = matvec(p) + lam * p
+        step = safe_ratio(rz, xp.sum(p * q, axis=0))
+        alpha = alpha + step * p
+        res = res - step * q
+        z = precondition(res)
+        rz_next = xp.sum(res * z, axis=0)
+        p = z + safe_ratio(rz_next, rz) * p
+        rz = rz_next
+        norm = xp.sqrt(xp.sum(res * res, axis=0))
+    if not _converged(xp, norm <= target):
+        worst = float(xp.max(norm / xp.where(target > 0, target / tol, 1.0)))
+        warnings.warn(
+            f"conjugate gradients stopped after maxiter={maxiter} iterations at relative "
+            f"residual {worst:.3g} > tol={tol:.3g}: raise `maxiter` or `ridge`, or pass a "
+            "`preconditioner`",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return alpha
+
+
+def _converged(xp: Namespace, condition: Array) -> bool:
+    """``all(condition)``, False while it cannot be read (a JAX trace: run every iteration)."""
+    ok = xp.all(condition)
+    return is_concrete(ok) and bool(ok)
 
 
 def gradient_flow(

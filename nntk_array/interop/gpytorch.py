@@ -21,10 +21,11 @@ from linear_operator.operators import (
     MatmulLinearOperator,
 )
 
+from .._mc.roots import ROOTED
 from .._typing import Array
+from ..operators import nntk_features
 from ..options import Estimator, Resources, Smoothing
 from ._kernel import KernelFn, local_kernel, nonlocal_kernel
-from ._root import ROOTED, nntk_root
 
 __all__ = ["NNTKKernel", "NTKKernel"]
 
@@ -272,5 +273,7 @@ class NNTKKernel(_NetworkKernel):
     def _root(self, x: torch.Tensor) -> torch.Tensor | None:
         if not self.low_rank:
             return None
-        root: torch.Tensor = nntk_root(self._fn, x)
+        fn = self._fn
+        assert fn.options is not None  # an NNTK with an estimator of ROOTED
+        root: torch.Tensor = nntk_features(fn.model, fn.params, x, **fn.options)
         return root
