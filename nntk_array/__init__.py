@@ -8,6 +8,7 @@ device. Importing this package loads none of torch, jax or cupy.
 from . import analytic
 from ._version import __version__
 from .attention import Attention, attention_weights, effective_sample_size
+from .gp import gp_inference, gradient_descent_ensemble
 from .local_ntk import ntk
 from .metrics import band_error, kernel_alignment
 from .models import MLP, Model, from_jax, from_torch
@@ -46,6 +47,8 @@ __all__ = [
     "effective_sample_size",
     "from_jax",
     "from_torch",
+    "gp_inference",
+    "gradient_descent_ensemble",
     "gradient_flow",
     "kernel_alignment",
     "kernel_regression",

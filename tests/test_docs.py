@@ -241,6 +241,7 @@ CHECKS = {  # page -> what its results must be (oracles: closed forms, NumPy, th
     "guide/attention.md": _check_attention,
     "guide/nonlocal-ntk.md": _check_nonlocal,
     "guide/ntk.md": lambda blocks: None,  # the page asserts its oracle itself
+    "guide/gp.md": lambda blocks: None,  # asserts the posterior and limits itself
     "guide/models.md": lambda blocks: None,  # asserts the NNTK of its model against J Jᵀ
     "guide/options.md": lambda blocks: None,  # asserts specs == keywords and the Estimate
     "distributed.md": _check_distributed,

@@ -43,6 +43,8 @@ def test_public_names():
             "effective_sample_size",
             "from_jax",
             "from_torch",
+            "gp_inference",
+            "gradient_descent_ensemble",
             "gradient_flow",
             "kernel_alignment",
             "kernel_regression",
