@@ -19,15 +19,23 @@ a one-hidden-layer network: every parameter perturbed by N(0, σ²) adds indepen
 variance σ²Σ(x, x) to each pre-activation, so κ and κ' are taken at
 Σ̃ = [[(1 + σ²)Σ₁₁, Σ₁₂], [Σ₁₂, (1 + σ²)Σ₂₂]] while the factor Σ₁₂ in front of κ' is not
 inflated; for sign, κ' is the distributional 2/(π√(Σ̃₁₁Σ̃₂₂ − Σ₁₂²)), finite for σ > 0.
+
+The angle is θ = 2 atan2(√(P − Σ₁₂), √(P + Σ₁₂)), P = √(Σ₁₁Σ₂₂), with both gaps P ∓ Σ₁₂
+computed from the inputs and carried through the layers without cancellation: arccos of a
+rounded correlation is off by √(2ε) near ρ = 1, and sign's recursion takes a square root of
+that at every layer. Identical inputs get the exact diagonal (σ_w² + σ_b² for sign) at every
+depth, and nearly identical ones the exact kernel's values to float rounding.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from ._typing import Array, Namespace
 from ._validate import check_choice, check_finite, check_ndim, check_positive_float
 from ._xp import resolve
+from .backends.tracing import is_concrete
 from .options import renamed
 
 __all__ = ["ACTIVATIONS", "nngp", "ntk"]
@@ -168,42 +176,191 @@ def _kernel(
     if sigma > 0 and depth > 1:
         raise ValueError("`sigma` > 0 has a closed form for one hidden layer only (depth=1)")
     x2_ = x1 if x2 is None else x2
-    d = x1.shape[1]
-    # first dense layer: covariances of the pre-activations
-    s12 = sw2 * xp.matmul(x1, xp.permute_dims(x2_, (1, 0))) / d + sb2
-    s11 = sw2 * xp.sum(x1 * x1, axis=1) / d + sb2
-    s22 = sw2 * xp.sum(x2_ * x2_, axis=1) / d + sb2
-    theta = s12
-    infl = 1.0 + float(sigma) ** 2
+    cov = _input_cov(xp, x1, x2_, sw2, sb2)
+    s2 = float(sigma) ** 2
+    ntk = cov.s12
     for _ in range(depth):
-        k, kd = _dual(xp, activation, s11[:, None] * infl, s12, s22[None, :] * infl, sigma > 0)
-        theta = kd * theta
-        s12 = sw2 * k + sb2
-        theta = sw2 * theta + s12
-        if depth > 1:  # diagonals for the next layer
-            s11 = sw2 * _dual_diag(xp, activation, s11) + sb2
-            s22 = sw2 * _dual_diag(xp, activation, s22) + sb2
-    return theta if want_ntk else s12
+        post, kd = _dual(xp, activation, _inflated(cov, s2) if s2 > 0 else cov, smoothed=s2 > 0)
+        cov = _dense(xp, post, sw2, sb2)
+        ntk = sw2 * (kd * ntk) + cov.s12
+    return ntk if want_ntk else cov.s12
 
 
-def _dual(
-    xp: Namespace, activation: str, s11: Array, s12: Array, s22: Array, smoothed: bool
+class _Cov(NamedTuple):
+    """The covariance Σ of a pair (u, u'), one per pair of inputs, broadcast to (N1, N2).
+
+    Beside Σ12 it carries gap = P - Σ12 and cogap = P + Σ12 (P = √(Σ11Σ22)), each computed
+    without subtracting nearly equal numbers. The arc-cosine kernels depend on Σ12 through the
+    angle θ, which near ρ = Σ12/P = ±1 is √(2(1 ∓ ρ)): forming 1 - ρ from a rounded ρ turns a
+    rounding error ε into an angle √(2ε), and sign's recursion takes another square root at
+    every layer (it gave 1.99994 instead of 2 on the diagonal at depth 2 and 1.87 at depth 5,
+    for Gaussian inputs in R³).
+    """
+
+    s11: Array  # (N1, 1)
+    s22: Array  # (1, N2)
+    s12: Array
+    p: Array
+    gap: Array
+    cogap: Array
+
+
+# Pairs whose Gram-matrix gap P ∓ Σ12 is below this fraction of P get it from the inputs'
+# differences: elsewhere the Gram's absolute error ~ε costs the angle at most 3 bits
+# (δθ ≈ δ(gap/P)/θ with θ > 0.17).
+_NEAR = 1.0 / 64.0
+# Elements of the (pairs, features) blocks of those differences: bounds their memory.
+_BLOCK = 2**22
+
+
+def _input_cov(xp: Namespace, x1: Array, x2: Array, sw2: float, sb2: float) -> _Cov:
+    """The first dense layer's pre-activation covariance; small gaps from the inputs themselves.
+
+    The pre-activations are inner products with a = (σ_w x/√d, σ_b). With the unit vectors
+    â, b̂, P ∓ Σ12 = P ‖â ∓ b̂‖²/2: a sum of squares, exactly 0 for identical inputs, with
+    absolute error of the order of ε‖â ∓ b̂‖ rather than the Gram matrix's ε. Only the pairs
+    with a small gap (nearly parallel or opposite inputs) pay its O(d) per pair; under a JAX
+    trace, where they cannot be selected, all pairs do.
+    """
+    w2 = sw2 / x1.shape[1]
+    s11, s22 = w2 * xp.sum(x1 * x1, axis=1) + sb2, w2 * xp.sum(x2 * x2, axis=1) + sb2
+    n1, n2 = xp.sqrt(s11), xp.sqrt(s22)
+    p = n1[:, None] * n2[None, :]
+    s12 = w2 * xp.matmul(x1, xp.permute_dims(x2, (1, 0))) + sb2
+    gap, cogap = xp.clip(p - s12, min=0.0), xp.clip(p + s12, min=0.0)
+    near = xp.reshape((gap < _NEAR * p) | (cogap < _NEAR * p), (-1,))
+    if is_concrete(near):
+        pairs = xp.nonzero(near)[0]
+    else:  # a JAX trace (or a lazy array) cannot select pairs: take all
+        near, pairs = xp.ones_like(near), xp.arange(near.shape[0])
+    if pairs.shape[0] > 0:
+        w = math.sqrt(w2)
+        minus, plus = _pair_sums(xp, (w * x1, n1), (w * x2, n2), math.sqrt(sb2), pairs)
+        # back to (N1, N2) without a scatter: a selected position holds the k-th pair, k the
+        # number of selected positions before it
+        at = xp.clip(xp.cumulative_sum(xp.astype(near, pairs.dtype)) - 1, min=0)
+        selected = xp.reshape(near, p.shape)
+        gap = xp.where(selected, xp.reshape(xp.take(minus, at), p.shape) * p / 2.0, gap)
+        cogap = xp.where(selected, xp.reshape(xp.take(plus, at), p.shape) * p / 2.0, cogap)
+    return _Cov(s11[:, None], s22[None, :], s12, p, gap, cogap)
+
+
+def _pair_sums(
+    xp: Namespace, first: tuple[Array, Array], second: tuple[Array, Array], sb: float, pairs: Array
 ) -> tuple[Array, Array]:
-    """(κ_φ, κ_φ') for covariance blocks broadcast to (N1, N2)."""
-    norm = xp.sqrt(s11 * s22)
+    """‖â ∓ b̂‖² for the flat (row-major) pair indices ``pairs``.
+
+    ``first`` and ``second`` are the inputs scaled by σ_w/√d and the norms n of a = (., σ_b).
+    Written as â ∓ b̂ = (a ∓ b)/n1 ± b (n2 - n1)/(n1 n2) with differences of the inputs only,
+    identical (or opposite) inputs give exactly 0 however a compiler fuses the arithmetic,
+    while separately rounded a/n1 and b/n2, or norms summed in another order, need not agree
+    (under ``jax.jit`` they did not, by an angle of 1e-17, which depth 5 of sign turns
+    into 0.07).
+    """
+    (x1, n1), (x2, n2) = first, second
+    r1, r2 = _reciprocal(xp, n1), _reciprocal(xp, n2)  # 0 for variance 0, whose P = 0
+    n_2 = x2.shape[0]
+    minus, plus = [], []
+    step = max(1, _BLOCK // max(1, x1.shape[1]))
+    for start in range(0, pairs.shape[0], step):
+        k = pairs[start : min(start + step, pairs.shape[0])]
+        i, j = k // n_2, k % n_2
+        xi, yj, ri, rj = (
+            xp.take(x1, i, axis=0),
+            xp.take(x2, j, axis=0),
+            xp.take(r1, i),
+            xp.take(r2, j),
+        )
+        # n2 - n1 = (‖b‖² - ‖a‖²)/(n1 + n2), the numerator as Σ (y - x)(y + x): 0 for identical
+        # or opposite inputs also where a compiler sums the two norms differently
+        sq = xp.sum((yj - xi) * (yj + xi), axis=1)
+        c = sq * _reciprocal(xp, xp.take(n1, i) + xp.take(n2, j)) * ri * rj
+        cross = yj * c[:, None]
+        minus.append(xp.sum(((xi - yj) * ri[:, None] + cross) ** 2, axis=1) + (sb * c) ** 2)
+        plus.append(
+            xp.sum(((xi + yj) * ri[:, None] - cross) ** 2, axis=1) + (sb * (2.0 * ri - c)) ** 2
+        )
+    return xp.concat(minus), xp.concat(plus)
+
+
+def _reciprocal(xp: Namespace, n: Array) -> Array:
+    positive = n > 0
+    return xp.astype(positive, n.dtype) / xp.where(positive, n, xp.ones_like(n))
+
+
+def _inflated(cov: _Cov, s2: float) -> _Cov:
+    """Σ̃: the smoothing noise inflates the variances by 1 + σ², not Σ12, so P gains σ²P."""
+    return _Cov(
+        cov.s11 * (1.0 + s2),
+        cov.s22 * (1.0 + s2),
+        cov.s12,
+        cov.p * (1.0 + s2),
+        cov.gap + s2 * cov.p,
+        cov.cogap + s2 * cov.p,
+    )
+
+
+def _dual(xp: Namespace, activation: str, cov: _Cov, *, smoothed: bool) -> tuple[_Cov, Array]:
+    """The covariance of (φ(u), φ(u')) and κ_φ'(Σ) = E φ'(u) φ'(u')."""
+    q11, q22 = _dual_diag(xp, activation, cov.s11), _dual_diag(xp, activation, cov.s22)
+    m = xp.sqrt(q11 * q22)
     if activation == "erf":
-        a = (1.0 + 2.0 * s11) * (1.0 + 2.0 * s22)
-        k = (2.0 / math.pi) * xp.asin(xp.clip(2.0 * s12 / xp.sqrt(a), -1.0, 1.0))
-        return k, (4.0 / math.pi) / xp.sqrt(a - 4.0 * s12 * s12)
-    cos = xp.clip(s12 / norm, -1.0, 1.0)
-    angle = xp.acos(cos)
+        a = (1.0 + 2.0 * cov.s11) * (1.0 + 2.0 * cov.s22)
+        q12 = (2.0 / math.pi) * xp.asin(xp.clip(2.0 * cov.s12 / xp.sqrt(a), -1.0, 1.0))
+        # erf's kernel is smooth in Σ12 (no cusp at ρ = ±1): plain differences are accurate
+        post = _Cov(q11, q22, q12, m, xp.clip(m - q12, min=0.0), xp.clip(m + q12, min=0.0))
+        # (1 + 2Σ11)(1 + 2Σ22) - 4Σ12², with Σ11Σ22 - Σ12² = gap·cogap
+        det = 1.0 + 2.0 * (cov.s11 + cov.s22) + 4.0 * cov.gap * cov.cogap
+        return post, (4.0 / math.pi) / xp.sqrt(det)
+    # tan(θ/2) = √(gap/cogap): θ and π - θ both accurate, also near 0 and π where arccos of
+    # the correlation is not, from one arctangent on [0, π/4]
+    root_gap, root_cogap = xp.sqrt(cov.gap), xp.sqrt(cov.cogap)
+    half = 2.0 * xp.atan2(xp.minimum(root_gap, root_cogap), xp.maximum(root_gap, root_cogap))
+    acute = cov.gap <= cov.cogap
+    theta = xp.where(acute, half, math.pi - half)
+    theta_c = xp.where(acute, math.pi - half, half)  # π - θ
     if activation == "relu":
-        k = norm * (xp.sqrt(1.0 - cos * cos) + (math.pi - angle) * cos) / (2.0 * math.pi)
-        return k, (math.pi - angle) / (2.0 * math.pi)
-    k = 1.0 - 2.0 * angle / math.pi
+        # gap + cogap = 2P: sin θ = √(gap·cogap)/P, cos θ = Σ12/P, sin²(θ/2) = gap/(2P)
+        r = _reciprocal(xp, cov.gap + cov.cogap)
+        sin, cos = 2.0 * root_gap * root_cogap * r, (cov.cogap - cov.gap) * r
+        q12 = cov.p * (sin + theta_c * cos) / (2.0 * math.pi)
+        # P/2 - q12 = P(π - sin θ - (π - θ) cos θ)/(2π), rewritten so that its leading θ²
+        # terms do not cancel: π(1 - cos θ) = 2π sin²(θ/2)
+        residual = 2.0 * math.pi * cov.gap * r - (sin - theta * cos)
+        gap = cov.p * xp.clip(residual, min=0.0) / (2.0 * math.pi)  # >= 0 up to rounding
+        return _Cov(q11, q22, q12, m, gap, m + q12), theta_c / (2.0 * math.pi)
+    # sign: κ = m(1 - 2θ/π), so m ∓ κ = 2mθ/π and 2m(π - θ)/π (m = 1 unless an input's
+    # variance is 0, where sign is 0)
+    post = _Cov(
+        q11,
+        q22,
+        m * (1.0 - theta * (2.0 / math.pi)),
+        m,
+        m * theta * (2.0 / math.pi),
+        m * theta_c * (2.0 / math.pi),
+    )
     if not smoothed:
-        return k, xp.zeros_like(k)
-    return k, (2.0 / math.pi) / xp.sqrt(s11 * s22 - s12 * s12)
+        return post, xp.zeros_like(theta)
+    # the distributional κ' = 2/(π√(Σ̃11Σ̃22 - Σ12²)), with Σ̃11Σ̃22 - Σ12² = gap·cogap
+    return post, (2.0 / math.pi) / xp.sqrt(cov.gap * cov.cogap)
+
+
+def _dense(xp: Namespace, post: _Cov, sw2: float, sb2: float) -> _Cov:
+    """The next pre-activation covariance σ_w² post + σ_b², gaps without cancellation.
+
+    With q = post and P' = √(Σ11'Σ22'): P'² - (σ_w² √(q11 q22) + σ_b²)² = σ_w²σ_b²(√q11 - √q22)²
+    and P'² - σ_w⁴ q11 q22 = σ_w²σ_b²(q11 + q22) + σ_b⁴, so P' ∓ Σ12' are sums of
+    non-negative terms.
+    """
+    s11, s22 = sw2 * post.s11 + sb2, sw2 * post.s22 + sb2
+    p = xp.sqrt(s11 * s22)
+    gap, cogap = sw2 * post.gap, sw2 * post.cogap
+    if sb2 > 0:  # (without bias these terms are 0, and so may be their denominators)
+        roots = (xp.sqrt(post.s11) - xp.sqrt(post.s22)) ** 2
+        gap = gap + sw2 * sb2 * roots / (p + sw2 * post.p + sb2)
+        bias = (sw2 * sb2 * (post.s11 + post.s22) + sb2 * sb2) / (p + sw2 * post.p)
+        cogap = cogap + bias + sb2
+    return _Cov(s11, s22, sw2 * post.s12 + sb2, p, gap, cogap)
 
 
 def _dual_diag(xp: Namespace, activation: str, s: Array) -> Array:
@@ -212,4 +369,4 @@ def _dual_diag(xp: Namespace, activation: str, s: Array) -> Array:
         return s / 2.0
     if activation == "erf":
         return (2.0 / math.pi) * xp.asin(2.0 * s / (1.0 + 2.0 * s))
-    return xp.ones_like(s)
+    return xp.astype(s > 0, s.dtype)  # sign(u)² = 1 unless u = 0
