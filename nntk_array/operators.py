@@ -21,6 +21,7 @@ estimate (:func:`nntk_features`), which ridge regression solves by the Woodbury 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
@@ -28,7 +29,7 @@ from array_api_compat import device as array_device
 from array_api_compat import is_writeable_array
 
 from ._mc import kernel, roots
-from ._mc.plan import DEFAULT_BUDGET, NTK_BLOCK_BYTES, ntk_blocks
+from ._mc.plan import DEFAULT_BUDGET, NTK_BLOCK_BYTES, ntk_blocks, ntk_temporaries
 from ._typing import Array, Device, DType, Namespace
 from ._validate import check_finite, check_ndim
 from ._xp import resolve
@@ -51,10 +52,17 @@ ModelFn = Callable[[Array, Array], Array]
 #: one NTK term's share of Jᵀv: the weight (or Jacobian) part and the bias part
 Pulled = tuple[Array | None, Array | None]
 
-#: an NTK product's per-row temporaries (the sensitivities times the vectors, and their
-#: product with the pulled-back weights) take a quarter of the budget
-PRODUCT_SHARE = 4
+#: an NTK product's per-tile temporaries (the sensitivities times the vectors, and their
+#: product with the pulled-back weights) take at most a sixteenth of the budget
+PRODUCT_SHARE = 16
 PRODUCT_COPIES = 2
+#: a product tile's temporaries stay about this size (in cache); tiles have at least
+#: MIN_TILE_ROWS rows so the per-tile Python overhead stays small
+TILE_BYTES = 2**20
+MIN_TILE_ROWS = 64
+#: structured factors are formed (and kept) this many inputs at a time: the model's forward
+#: and backward pass over a block this size stays in cache (5x faster than 2,000 at P = 769)
+STRUCTURED_BLOCK = 512
 
 
 @runtime_checkable
@@ -201,13 +209,19 @@ class NTKOperator:
         x2: Array | None,
         *,
         block: int,
-        cache: bool,
+        room: int,
         budget: int,
     ) -> None:
         self.model, self.xp, self.theta = model, xp, theta
         self.x1, self.x2 = x1, x2
         self.block, self.budget = block, budget
-        self._cached: dict[int, list[list[NTKTerm]]] | None = {} if cache else None
+        #: bytes of factors that may be kept between products; blocks beyond are recomputed
+        self.room = room
+        self._kept: dict[int, list[list[NTKTerm]]] = {}
+        self._kept_bytes = 0
+        #: passes over each input set: factors are kept from the second on, so an operator
+        #: used once (a test kernel's single product) keeps nothing
+        self._passes: dict[int, int] = {}
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -225,39 +239,51 @@ class NTKOperator:
         """``theta``'s device."""
         return array_device(self.theta)
 
+    @property
+    def kept_blocks(self) -> int:
+        """Blocks of inputs whose factors are kept between products (the rest are recomputed
+        per product)."""
+        return sum(len(v) for v in self._kept.values())
+
     def _blocks(self, which: int) -> Iterator[list[NTKTerm]]:
-        """The NTK factors of each block of inputs of x1 (``which`` 1) or x2 (2), kept after
-        the first pass when every block's fit in the budget."""
+        """The NTK factors of each block of inputs of x1 (``which`` 1) or x2 (2): from the
+        second pass over them on, the first blocks' kept (in order, while they fit in
+        ``room``), the others recomputed."""
         x = self.x1 if which == 1 or self.x2 is None else self.x2
         key = 1 if x is self.x1 else 2
-        if self._cached is not None and key in self._cached:
-            yield from self._cached[key]
-            return
-        kept: list[list[NTKTerm]] = []
+        kept = self._kept.setdefault(key, [])
+        keep = self._passes.get(key, 0) > 0
+        self._passes[key] = self._passes.get(key, 0) + 1
         n = x.shape[0]
-        for s in range(0, n, self.block):
+        for i, s in enumerate(range(0, n, self.block)):
+            if i < len(kept):
+                yield kept[i]
+                continue
             terms = self.model.ntk_terms(self.xp, self.theta, x[s : min(s + self.block, n), ...])
-            if self._cached is not None:
-                kept.append(terms)
+            if keep and i == len(kept):
+                size = _term_bytes(self.xp, terms)
+                if self._kept_bytes + size <= self.room:
+                    kept.append(terms)
+                    self._kept_bytes += size
             yield terms
-        if self._cached is not None:
-            self._cached[key] = kept
 
     def _rows(self, terms: list[NTKTerm], j: int) -> int:
-        """Rows of a block whose product temporaries (O × widest × j each) fit in a share of
-        the budget."""
-        widest = max((1, *(t.delta.shape[2] for t in terms if t.delta is not None)))
+        """Rows per tile of a block: the tile's product temporaries (O × widest × j numbers
+        per row, twice) in about ``TILE_BYTES`` so they stay in cache, at least
+        ``MIN_TILE_ROWS`` (Python overhead), at most a quarter of the budget."""
+        widest = max((1, *(_width(t) for t in terms)))
         size = 4 if self.dtype == self.xp.float32 else 8
         per_row = PRODUCT_COPIES * size * self.model.num_outputs * widest * j
-        rows: int = max(1, (self.budget // PRODUCT_SHARE) // per_row)
-        return rows
+        rows = max(MIN_TILE_ROWS, TILE_BYTES // per_row)
+        return max(1, min(rows, (self.budget // PRODUCT_SHARE) // per_row))
 
     def matmul(self, v: Array) -> Array:
         """K v = J(x1) (J(x2)ᵀ v) averaged over outputs, for ``v`` of shape (N2, j) or (N2,).
 
-        Two passes over blocks of inputs: the pull-back Jᵀv per layer (the backpropagated
-        weight gradient aᵀ(v ⊙ δ), O × P × j numbers in all), then its push-forward
-        a (Jᵀv) δᵀ. O(N·P·O·j) time; memory O(O·P·j) plus one block's factors and products.
+        Two passes over tiles of inputs, 2-D matrix products only: the pull-back Jᵀv per layer
+        (the backpropagated weight gradient aᵀ (δ ⊙ v), O·P·j numbers in all), then its
+        push-forward, the row sums of (a Jᵀv) ⊙ δ. O(N·P·O·j) time; memory O(O·P·j) plus the
+        kept factors, one block's recomputed ones and one tile's products.
         """
         xp = self.xp
         v, flat = _vectors(xp, v, self.shape[1], self.dtype, self.device)
@@ -286,11 +312,11 @@ class NTKOperator:
                 e = min(s + step, n)
                 rows = None
                 for t, g in zip(terms, pulled, strict=True):
-                    part = _push(xp, _slice(t, s, e), g)
+                    part = _push(xp, _slice(t, s, e), g, j)
                     rows = part if rows is None else rows + part
                 assert rows is not None  # a model has at least one term
                 out.append(rows)
-        result = out[0] if len(out) == 1 else xp.concat(out, axis=0)
+        result = _join_rows(xp, iter(out), self.shape[0]) if len(out) > 1 else out[0]
         return result[:, 0] if flat else result
 
     def diagonal(self) -> Array:
@@ -322,6 +348,24 @@ def _term_rows(t: NTKTerm) -> int:
     return int(first.shape[0])
 
 
+def _width(t: NTKTerm) -> int:
+    """Numbers per input and vector of a term's product temporaries (O is counted apart)."""
+    if t.delta is not None:
+        return int(t.delta.shape[2])
+    assert t.a is not None
+    return int(t.a.shape[1])
+
+
+def _term_bytes(xp: Namespace, terms: list[NTKTerm]) -> int:
+    """Bytes a block's factors hold."""
+    total = 0
+    for t in terms:
+        for arr in (t.a, t.delta):
+            if arr is not None:
+                total += math.prod(arr.shape) * xp.finfo(arr.dtype).bits // 8
+    return total
+
+
 def _slice(t: NTKTerm, s: int, e: int) -> NTKTerm:
     return NTKTerm(
         None if t.a is None else t.a[s:e, ...],
@@ -335,21 +379,25 @@ def _add(p: Pulled, q: Pulled) -> Pulled:
 
 
 def _pull(xp: Namespace, t: NTKTerm, v: Array) -> Pulled:
-    """One term's share of Jᵀv for a block's vectors ``v`` (n, j): the weight part and the
-    bias part (``None`` without a bias), per output where the sensitivities differ."""
+    """One term's share of Jᵀv for a tile's vectors ``v`` (n, j): the weight part (fan_in,
+    O·fan_out·j) and the bias part (O·fan_out·j,) (``None`` without a bias); the readout's
+    (fan_in, j) and (j,). Plain 2-D products, no temporary beyond one (n, O·fan_out·j)."""
     if t.delta is None:  # the readout: δ is the identity, the same for every output
         assert t.a is not None  # a structured output layer has its input
         gb = xp.sum(v, axis=0) if t.bias_sq else None  # (j,)
-        return xp.tensordot(t.a, v, axes=((0,), (0,))), gb  # (fan_in, j)
-    dv = t.delta[..., None] * v[:, None, None, :]  # (n, O, fan_out, j)
-    summed = xp.sum(dv, axis=0)  # (O, fan_out, j): the bias part, or a Jacobian's whole
+        return xp.matmul(xp.permute_dims(t.a, (1, 0)), v), gb  # (fan_in, j)
+    n, o, k = t.delta.shape
+    d2 = xp.reshape(t.delta, (n, o * k))
+    j = v.shape[1]
+    dv = d2 * v if j == 1 else xp.reshape(d2[:, :, None] * v[:, None, :], (n, o * k * j))
+    summed = xp.sum(dv, axis=0)  # the bias part, or a Jacobian's whole
     if t.a is None:
         return summed, None
-    gw = xp.tensordot(t.a, dv, axes=((0,), (0,)))  # (fan_in, O, fan_out, j)
+    gw = xp.matmul(xp.permute_dims(t.a, (1, 0)), dv)  # (fan_in, O·fan_out·j)
     return gw, summed if t.bias_sq else None
 
 
-def _push(xp: Namespace, t: NTKTerm, g: Pulled) -> Array:
+def _push(xp: Namespace, t: NTKTerm, g: Pulled, j: int) -> Array:
     """One term's share of J u for the pulled-back u = ``g``: (n, j), averaged over outputs."""
     gw, gb = g
     assert gw is not None  # every term pulls back a weight (or Jacobian) part
@@ -357,10 +405,16 @@ def _push(xp: Namespace, t: NTKTerm, g: Pulled) -> Array:
         assert t.a is not None
         out = xp.matmul(t.a, gw)
         return out if gb is None else out + t.bias_sq * gb[None, :]
-    h = gw[None, ...] if t.a is None else xp.tensordot(t.a, gw, axes=((1,), (0,)))
+    n, o, k = t.delta.shape
+    h = gw[None, :] if t.a is None else xp.matmul(t.a, gw)  # (n, O·fan_out·j)
     if gb is not None:
-        h = h + t.bias_sq * gb[None, ...]
-    return xp.mean(xp.sum(h * t.delta[..., None], axis=2), axis=1)
+        h = h + t.bias_sq * gb[None, :]
+    d2 = xp.reshape(t.delta, (n, o * k))
+    if j == 1:
+        out = xp.sum(h * d2, axis=1, keepdims=True)
+    else:
+        out = xp.sum(xp.reshape(h, (h.shape[0], o * k, j)) * d2[:, :, None], axis=1)
+    return out / o if o > 1 else out
 
 
 def ntk_operator(
@@ -440,6 +494,7 @@ def ntk_operator(
             f"`f` has no structured NTK factors (ntk_terms) and {xp.__name__} has no autodiff "
             "for its Jacobian: use nk.MLP, or torch or JAX arrays"
         )
+    itemsize = 4 if theta.dtype == xp.float32 else 8
     block, cache = ntk_blocks(
         None,
         x1.shape[0],
@@ -447,11 +502,20 @@ def ntk_operator(
         n_out=model.num_outputs,
         full=False,
         per_input=model.ntk_numbers_per_input,
-        itemsize=4 if theta.dtype == xp.float32 else 8,
+        itemsize=itemsize,
         mode=model.jacobian_mode,
         budget=budget,
     )
-    return NTKOperator(model, xp, theta, x1, x2, block=block, cache=cache, budget=budget)
+    if model.jacobian_mode is None:
+        block = min(block, STRUCTURED_BLOCK)
+    if cache:
+        room = budget
+    else:  # keep the first blocks in what one recomputed block and a tile's products leave
+        mode = model.jacobian_mode
+        scratch = ntk_temporaries(mode) * (block if mode == "batch" else 1)
+        held = model.ntk_numbers_per_input * itemsize
+        room = max(0, budget - block * held * (2 + scratch) - budget // PRODUCT_SHARE)
+    return NTKOperator(model, xp, theta, x1, x2, block=block, room=room, budget=budget)
 
 
 def nntk_features(
