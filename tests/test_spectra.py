@@ -16,6 +16,7 @@ from array_api_compat import is_numpy_namespace
 
 import nntk_array as nk
 from nntk_array.testing import to_numpy
+from nntk_array.testing import tol as tol_of
 
 N = 64  # the RBF test kernel: eigenvalues fall by about 2x per index, then geometrically
 K_TOP = 5
@@ -136,6 +137,22 @@ class TestKernelSpectrum:
         no_ns = DenseOperator(k, xp, namespace=False)
         again = nk.kernel_spectrum(no_ns, k=4, method=method, seed=3, xp=xp)
         np.testing.assert_array_equal(to_numpy(again.values), to_numpy(matrix_free.values))
+
+    def test_the_librarys_operators_give_the_dense_spectrum(self, make, dtype):
+        """Top-k of the MLP's NTK operator and of an NNTK root factor: the dense kernels'."""
+        model = nk.MLP(2, (32,), activation="relu")
+        theta = make(model.init(0, xp=np, dtype=np.float64))
+        x = make(np.random.default_rng(0).uniform(-1.0, 1.0, (48, 2)))
+        root = nk.nntk_features(model, theta, x, sigma=0.3, samples=64, seed=0)
+        cases = [
+            (nk.ntk_operator(model, theta, x), nk.ntk(model, theta, x)),
+            (nk.LowRankOperator(root), root @ root.T),
+        ]
+        for op, dense in cases:
+            want, _ = _reference(dense)
+            got = nk.kernel_spectrum(op, k=4, method="lanczos", seed=0)
+            tol = tol_of(dtype, "contraction") * want[0]  # products vs the dense matmul
+            np.testing.assert_allclose(to_numpy(got.values), want[:4], rtol=0, atol=tol)
 
     def test_same_seed_same_result(self, make):
         k = make(_rbf(32))
