@@ -8,6 +8,7 @@ from typing import Any
 
 from array_api_compat import device
 
+from ._mc import precision
 from ._mc.differences import chunks
 from ._mc.directions import check_explicit, make_directions
 from ._mc.plan import DEFAULT_BUDGET, grad_plan
@@ -34,7 +35,7 @@ def nonlocal_grad(
     theta: Array | None = None,
     *,
     sigma: float | None = None,
-    samples: int | Array,
+    samples: int | Array | None = None,
     seed: Any = None,
     smoothing: Smoothing | None = None,
     form: str = "gaussian",
@@ -45,6 +46,10 @@ def nonlocal_grad(
     samples_per_call: int | None = None,
     resources: Any = None,
     return_stderr: bool = False,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_samples: int | None = None,
+    progress: Callable[[str], None] | None = None,
     fun: Callable[[Array], Array] | None = None,
     rng: Any = None,
     batch_size: int | None = None,
@@ -71,6 +76,12 @@ def nonlocal_grad(
     return_stderr : bool, default False
         Also return the entrywise Monte Carlo standard error (batch means over independent
         samples, or over 20 groups for structured sampling).
+    rtol, atol, max_samples, progress
+        A requested precision, as in :func:`nntk_array.nntk`: M = ``samples`` (default
+        256), 2M, 4M, … up to ``max_samples`` (default 65536) from the same seed until
+        ‖se‖/‖ĝ‖ <= ``rtol`` (Frobenius norms over all entries) or max(se) <= ``atol``;
+        the result equals a plain call with ``samples=result.samples``,
+        ``return_stderr=True`` and the same seed, and is an :class:`Estimate`.
 
     fun, rng, batch_size
         Deprecated names of ``f``, ``seed`` and ``samples_per_call``; they still work and
@@ -82,19 +93,23 @@ def nonlocal_grad(
         The gradient, shape (..., P): one row per output entry of ``f`` (shape (P,) for a
         scalar ``f``), in ``theta``'s dtype, namespace and device. With ``return_stderr=True``
         an :class:`Estimate` (``.value``, ``.stderr``, ``.samples``) that unpacks as
-        ``grad, stderr``.
+        ``grad, stderr`` (also whenever ``rtol`` or ``atol`` is given).
 
     Raises
     ------
     TypeError
         Non-floating or mixed-library inputs, a non-callable ``f``, a bad ``seed``, a
-        non-integer ``samples``.
+        non-integer ``samples``, ``samples`` omitted without ``rtol``/``atol`` or the
+        target options given without them.
     ValueError
         ``theta`` not 1-D, ``f`` output not (B, ...), NaN/inf, ``sigma <= 0``,
-        ``samples < 1`` (or < 2 with ``return_stderr``), unknown options.
+        ``samples < 1`` (or < 2 with ``return_stderr``), unknown options, bad
+        ``rtol``/``atol``/``max_samples``, a target with explicit ``samples`` rows.
 
     Warns
     -----
+    RuntimeWarning
+        ``max_samples`` reached short of ``rtol``/``atol``.
     DeprecationWarning
         For the old keyword names ``fun`` (now ``f``), ``rng`` (now ``seed``) and
         ``batch_size`` (now ``samples_per_call``).
@@ -116,7 +131,7 @@ def nonlocal_grad(
     samples_per_call = renamed("samples_per_call", "batch_size", samples_per_call, batch_size)
     if theta is None:
         raise TypeError("nonlocal_grad() missing the required argument `theta`")
-    count = sample_count(samples)
+    count = None if samples is None else sample_count(samples)
     samples_arr = None if count is not None else samples
     xp, (theta, samples_arr) = resolve(theta=theta, samples=samples_arr)
     if not callable(f):
@@ -130,10 +145,19 @@ def nonlocal_grad(
     sampler = Estimator(sampling=sampling)  # validates `sampling`
     res = resources_spec(resources, memory_budget, samples_per_call, "auto")
     seed = check_seed(seed)
+    goal = precision.target(
+        rtol=rtol,
+        atol=atol,
+        max_samples=max_samples,
+        error="relative",
+        progress=progress,
+        samples=count,
+        explicit=samples_arr is not None,
+    )
     if samples_arr is not None:
         check_explicit(samples_arr, p, sampler.sampling, seed)
-    m = count if count is not None else samples_arr.shape[0]
-    if return_stderr and m < 2:
+    m = count if samples_arr is None else samples_arr.shape[0]
+    if return_stderr and m is not None and m < 2:
         raise ValueError(f"return_stderr needs samples >= 2; got {m}")
     probe = f(theta[None, :])
     if not hasattr(probe, "shape") or probe.ndim < 1 or probe.shape[0] != 1:
@@ -145,42 +169,61 @@ def nonlocal_grad(
     out_shape = tuple(probe.shape[1:])
     n_out = math.prod(out_shape)
     smoothing_form = make_form(smooth, sampler, p)
-    plan = grad_plan(
-        budget=res.memory_budget or DEFAULT_BUDGET,
-        samples_per_call=res.samples_per_call,
-        m=m,
-        p=p,
-        n_out=n_out,
-        itemsize=4 if theta.dtype == xp.float32 else 8,
-        copies=smoothing_form.copies,
-        stderr=return_stderr,
-    )
-    dirs = make_directions(
-        xp,
-        m if samples_arr is None else samples_arr,
-        sampling,
-        seed,
-        num_params=p,
-        dtype=theta.dtype,
-        device=device(theta),
-        group_size=plan.group_size,
-        cache_bytes=0,  # each row is used once
-    )
-    sums = _GradientSums(xp, dirs.group_size, dirs.num_rows, return_stderr)
+    stderr = return_stderr or goal is not None
 
     def evaluate(thetas: Array) -> Array:
         return xp.reshape(f(thetas), (thetas.shape[0], n_out))
 
-    for c in chunks(
-        evaluate, theta, dirs, smoothing_form, chunk=plan.chunk, draw=plan.draw, acc=theta.dtype
-    ):
-        sums.add(c.start, c.stop, c.d * (c.w / c.t)[:, None], c.h)
-    grad = sums.total / m
-    shape = (*out_shape, p)
-    if not return_stderr:
-        return xp.reshape(grad, shape)
-    se = sums.stderr(grad, dirs.groups)
-    return Estimate(xp.reshape(grad, shape), xp.reshape(se, shape), samples=m)
+    def estimate(m: int, rows: Array | None) -> Array | Estimate:
+        plan = grad_plan(
+            budget=res.memory_budget or DEFAULT_BUDGET,
+            samples_per_call=res.samples_per_call,
+            m=m,
+            p=p,
+            n_out=n_out,
+            itemsize=4 if theta.dtype == xp.float32 else 8,
+            copies=smoothing_form.copies,
+            stderr=stderr,
+        )
+        dirs = make_directions(
+            xp,
+            m if rows is None else rows,
+            sampling,
+            seed,
+            num_params=p,
+            dtype=theta.dtype,
+            device=device(theta),
+            group_size=plan.group_size,
+            cache_bytes=0,  # each row is used once
+        )
+        sums = _GradientSums(xp, dirs.group_size, dirs.num_rows, stderr)
+        for c in chunks(
+            evaluate,
+            theta,
+            dirs,
+            smoothing_form,
+            chunk=plan.chunk,
+            draw=plan.draw,
+            acc=theta.dtype,
+        ):
+            sums.add(c.start, c.stop, c.d * (c.w / c.t)[:, None], c.h)
+        grad = sums.total / m
+        shape = (*out_shape, p)
+        if not stderr:
+            return xp.reshape(grad, shape)
+        se = sums.stderr(grad, dirs.groups)
+        return Estimate(xp.reshape(grad, shape), xp.reshape(se, shape), samples=m)
+
+    if goal is None:
+        assert m is not None
+        return estimate(m, samples_arr)
+
+    def refined(m: int) -> Estimate:
+        est = estimate(m, None)
+        assert isinstance(est, Estimate)
+        return est
+
+    return precision.refine(refined, goal, "nonlocal_grad")
 
 
 class _GradientSums:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from ._mc import kernel
+from ._mc import kernel, precision
 from ._typing import Array
 from ._validate import check_choice
 from ._xp import is_dask
@@ -38,7 +39,7 @@ def nntk(
     x2: Array | None = None,
     *,
     sigma: float | None = None,
-    samples: int | Array,
+    samples: int | Array | None = None,
     seed: Any = None,
     smoothing: Smoothing | None = None,
     form: str = "gaussian",
@@ -55,6 +56,11 @@ def nntk(
     samples_per_call: int | None = None,
     route: str = "auto",
     return_stderr: bool = False,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_samples: int | None = None,
+    error: str = "relative",
+    progress: Callable[[str], None] | None = None,
     rng: Any = None,
     batch_size: int | None = None,
 ) -> Array | Estimate:
@@ -83,7 +89,8 @@ def nntk(
         The number M of perturbations (any integer, NumPy integer scalars included), or
         explicit unit-scale perturbations u (h = σu; for the Gaussian forms standard normal
         rows, for the ball points of the unit ball): the same array gives the same estimate
-        on every backend.
+        on every backend. Required unless ``rtol`` or ``atol`` is given; it is then the
+        first M tried (default 256).
     seed : int or native generator, optional
         Seed of the perturbation stream, or a generator of the arrays' library
         (``numpy.random.Generator``, ``torch.Generator`` on ``theta``'s device, a JAX key,
@@ -155,6 +162,26 @@ def nntk(
         then use groups of ⌈M/20⌉ rows (at most P for orthogonal) instead of ⌈M/2⌉, so
         their value differs from a call without errors; for iid and antithetic samples the
         value is the same to rounding.
+    rtol, atol : float, optional
+        A requested precision: the estimate (with standard errors) is computed for
+        M = ``samples``, 2M, 4M, … from the same seed until its ``error`` is <= ``rtol`` or
+        its largest standard error is <= ``atol`` (either suffices when both are given), at
+        most ``max_samples``. The result is exactly a plain call with
+        ``samples=result.samples, return_stderr=True`` and the same seed; the earlier rounds
+        cost at most as much as that call. An :class:`Estimate` is returned.
+    max_samples : int, optional
+        The largest M tried with ``rtol``/``atol`` (default 65536); reaching it short of the
+        target warns and returns that estimate.
+    error : {"relative", "centred"}
+        The error compared with ``rtol`` (Frobenius norms, ``se`` the standard errors):
+        ``"relative"`` ‖se‖/‖K̂‖; ``"centred"`` ‖se‖/‖C K̂ C‖ with C = I − 11ᵀ/N the
+        centring matrix of each side's inputs, which bounds the RMS of
+        ‖C(K̂ − K)C‖/‖C K̂ C‖ from above (C is a projection), for kernels used after
+        centring (a ridge with intercept, CKA). With ``outputs="full"`` both centre over
+        the inputs only.
+    progress : callable, optional
+        Called with one line of text after each round of ``rtol``/``atol`` (M, error, time),
+        e.g. :func:`nntk_array.experiments.progress_printer`.
 
     rng, batch_size
         Deprecated names of ``seed`` and ``samples_per_call``; they still work and warn.
@@ -163,24 +190,30 @@ def nntk(
     -------
     array or Estimate
         The kernel, shape (N1, N2), or (N1, N2, O, O) for ``outputs="full"``, in ``theta``'s
-        dtype, namespace and device. With ``return_stderr=True`` an :class:`Estimate`
-        (``.value``, ``.stderr``, ``.samples``) that unpacks as ``K, stderr``.
+        dtype, namespace and device. With ``return_stderr=True``, ``rtol`` or ``atol`` an
+        :class:`Estimate` (``.value``, ``.stderr``, ``.samples``) that unpacks as
+        ``K, stderr``.
 
     Raises
     ------
     TypeError
         Mixed libraries, non-floating dtypes, a non-callable ``f``, a bad ``seed`` or
         ``attention``, a non-integer ``samples``, a spec given together with its loose
-        keywords, ``sampling="orthogonal"`` without a linalg extension.
+        keywords, ``sampling="orthogonal"`` without a linalg extension, ``samples``
+        omitted without ``rtol``/``atol`` or the target options given without them.
     ValueError
         Shape mismatches, no inputs, mixed devices, NaN/inf inputs, ``sigma <= 0``,
         ``samples < 1`` (or too few independent samples for the estimator), unknown options,
         incompatible combinations (``estimator="directional"`` with attention, the
         ``"loss"`` score with antithetic sampling, ``radial``/``scale`` with the Gaussian
-        form).
+        form), bad ``rtol``/``atol``/``max_samples``/``error``, a target with explicit
+        ``samples`` rows or Dask inputs.
 
     Warns
     -----
+    RuntimeWarning
+        ``max_samples`` reached short of ``rtol``/``atol`` (the message gives the error
+        achieved).
     DeprecationWarning
         For the old keyword names ``rng`` (now ``seed``) and ``batch_size`` (now
         ``samples_per_call``).
@@ -213,21 +246,46 @@ def nntk(
     if not isinstance(return_stderr, bool):
         raise TypeError(f"`return_stderr` must be a bool; got {type(return_stderr).__name__}")
     check_choice("outputs", outputs, OUTPUTS)
-    count = sample_count(samples)
+    count = None if samples is None else sample_count(samples)
+    goal = precision.target(
+        rtol=rtol,
+        atol=atol,
+        max_samples=max_samples,
+        error=error,
+        progress=progress,
+        samples=count,
+        explicit=samples is not None and count is None,
+    )
     spec = kernel.KernelSpec(
         smoothing=smoothing_spec(smoothing, sigma, form, radial, scale),
         estimator=estimator_spec(estimator, sampling, quadrature, accumulate),
         resources=resources_spec(resources, memory_budget, samples_per_call, route),
-        samples=samples if count is None else count,
+        samples=(samples if count is None else count) if goal is None else goal.start,
         seed=check_seed(seed),
         attention=attention,
         full=outputs == "full",
-        stderr=return_stderr,
+        stderr=return_stderr or goal is not None,
     )
     if is_dask(theta, x1, x2):
+        if goal is not None:
+            raise ValueError("`rtol`/`atol` need in-memory inputs, not Dask arrays")
         from .distributed.dask import nntk_graph
 
         return nntk_graph(f, theta, x1, x2, spec)
+    if goal is None:
+        return _compute(f, theta, x1, x2, spec)
+
+    def estimate(m: int) -> Estimate:
+        est = _compute(f, theta, x1, x2, replace(spec, samples=m))
+        assert isinstance(est, Estimate)
+        return est
+
+    return precision.refine(estimate, goal, "nntk")
+
+
+def _compute(
+    f: Model | ModelFn, theta: Array, x1: Array, x2: Array | None, spec: kernel.KernelSpec
+) -> Array | Estimate:
     problem = kernel.setup(f, theta, x1, x2, spec)
     result = kernel.compute(problem)
     if isinstance(result, tuple):
