@@ -4,12 +4,15 @@ gradients, and an NNTK root factor + Woodbury.
 Each case runs in a fresh subprocess, so its peak resident memory (``ru_maxrss``) is its own:
 NumPy float64, ``nk.MLP(1, (256,), 1)`` (ReLU, P = 769), inputs x ~ U(-1, 1), targets
 sin(4x) + |x|, ridge 1e-3 (relative to tr(K)/N), 1,000 test inputs, default memory budgets.
-The NNTK is the sketch estimator, σ = 0.1, M = 1024 (r = 1024). The agreement check runs both
-paths and the dense ``nk.kernel_regression`` at N = 4096 and reports the largest relative
-difference of the test predictions, max|f − f_dense| / max|f_dense|.
+CG uses the default randomized Nyström preconditioner, whose ℓ follows the operator's memory
+budget (ℓ = 100 at N = 4096, 55 at N = 100,000 for 256 MiB). The NNTK is the sketch
+estimator, σ = 0.1, M = 256 (r = 256). The agreement check runs both paths and the dense
+``nk.kernel_regression`` at N = 4096 and reports the largest relative difference of the test
+predictions, max|f − f_dense| / max|f_dense|. A first line reports the peak memory of an
+interpreter that only imports NumPy and nntk_array (the baseline under every case's peak).
 
-Usage: ``python benchmarks/large_n_ridge.py [N]`` (default 100000; the agreement check always
-uses 4096).
+Usage: ``python benchmarks/large_n_ridge.py [N] [PATH ...]`` (default 100000, paths ``ntk``
+and ``nntk``; ``PATH-only`` skips the agreement check at N = 4096).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ rng = np.random.default_rng(1)
 x = rng.uniform(-1, 1, (n, 1))
 xt = np.linspace(-1, 1, 1000)[:, None]
 y = np.sin(4 * x[:, 0]) + np.abs(x[:, 0])
-ridge, opts = 1e-3, dict(sigma=0.1, samples=1024, seed=0, estimator="sketch")
+ridge, opts = 1e-3, dict(sigma=0.1, samples=256, seed=0, estimator="sketch")
 
 
 class Counting:  # the operator protocol: count the products CG takes
@@ -78,11 +81,32 @@ def run(path: str, n: int, dense: bool) -> dict[str, object]:
     return result
 
 
+BASELINE = r"""
+import json, resource
+import numpy as np
+import nntk_array as nk
+print(json.dumps({"path": "baseline", "peak_mib":
+      round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+"""
+
+
+def baseline() -> dict[str, object]:
+    """Peak memory of an interpreter that only imports NumPy and nntk_array."""
+    done = subprocess.run(
+        [sys.executable, "-c", BASELINE], check=True, capture_output=True, text=True
+    )
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    for path in ("ntk", "nntk"):
-        print(json.dumps(run(path, 4096, dense=True)), flush=True)
-        print(json.dumps(run(path, n, dense=False)), flush=True)
+    paths = sys.argv[2:] or ["ntk", "nntk"]
+    print(json.dumps(baseline()), flush=True)
+    for path in paths:
+        if not path.endswith("-only"):
+            print(json.dumps(run(path.removesuffix("-only"), 4096, dense=True)), flush=True)
+        print(json.dumps(run(path.removesuffix("-only"), n, dense=False)), flush=True)
 
 
 if __name__ == "__main__":

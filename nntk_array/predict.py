@@ -23,6 +23,7 @@ from typing import Any
 
 from array_api_compat import device, is_array_api_obj
 
+from ._mc.plan import NTK_BLOCK_BYTES
 from ._typing import Array, Namespace
 from ._validate import check_choice, check_finite, check_ndim, check_positive_int
 from ._xp import resolve
@@ -30,15 +31,18 @@ from .backends.linalg import solve_triangular
 from .backends.random import Generator
 from .backends.tracing import is_concrete
 from .operators import LowRankOperator
+from .options import Resources
 
 __all__ = ["gradient_flow", "kernel_regression"]
 
 SOLVERS = ("auto", "cholesky", "eigh", "cg")
 PRECONDITIONERS = ("nystrom",)
-#: the Nyström preconditioner's rank: at most this many columns, and its two N × ℓ
-#: arrays within NYSTROM_BYTES
+#: the Nyström preconditioner's rank: at most this many columns, and the N × ℓ arrays of its
+#: sketch (at most NYSTROM_COPIES at once: the drawn test matrix, its QR and K Ω; then the
+#: Cholesky-scaled sketch and the eigenvectors) within 1/NYSTROM_SHARE of the memory budget
 NYSTROM_RANK = 100
-NYSTROM_BYTES = 128 * 2**20
+NYSTROM_COPIES = 3
+NYSTROM_SHARE = 2
 
 
 def kernel_regression(
@@ -53,6 +57,7 @@ def kernel_regression(
     tol: float | None = None,
     maxiter: int | None = None,
     preconditioner: Callable[[Array], Array] | str | None = "nystrom",
+    memory_budget: int | None = None,
 ) -> tuple[Array, Array | None]:
     """Kernel ridge(less) regression: f(X) = K (K + λI)⁻¹ y and f(X*) = K* (K + λI)⁻¹ y.
 
@@ -100,13 +105,18 @@ def kernel_regression(
         Most CG iterations (products with K); default N. Not converging warns.
     preconditioner : "nystrom", callable or None, default "nystrom"
         For CG. ``"nystrom"``: a randomized Nyström preconditioner (Frangella, Tropp & Udell
-        2023) from one product of K with ℓ = min(100, N, 64 MiB / (N · itemsize)) columns
-        (seed 0): K ≈ U Λ̂ Uᵀ, M⁻¹ = (λ̂_ℓ + λ) U (Λ̂ + λ)⁻¹ Uᵀ + I − U Uᵀ, about 2·N·ℓ
-        numbers while it is built, N·ℓ held. On the fast-decaying NTK spectrum of an MLP
-        at ridge 1e-3 it cuts CG from ~330 products to ~18 at N = 4096 (the Jacobi
-        diagonal does not help there).
+        2023) from one product of K with ℓ = min(100, N, (memory_budget / 2) /
+        (3 · N · itemsize)) columns (seed 0): K ≈ U Λ̂ Uᵀ, M⁻¹ = (λ̂_ℓ + λ) U (Λ̂ + λ)⁻¹
+        Uᵀ + I − U Uᵀ; at most 3·N·ℓ numbers while it is built (half the budget), N·ℓ
+        held. On the fast-decaying NTK spectrum of an MLP at ridge 1e-3 it cuts CG from
+        ~330 products to ~18 at N = 4096 (the Jacobi diagonal does not help there); at
+        N = 100,000 the default budget gives ℓ = 55.
         ``None``: plain CG. A callable: r ↦ M⁻¹ r for residuals r of shape (N, O),
         M ≈ K + λI symmetric positive definite.
+    memory_budget : int, optional
+        Bytes for the Nyström sketch (half of them; see ``preconditioner``). Defaults to the
+        operator's own ``budget`` (that of :func:`~nntk_array.ntk_operator`), else 256 MiB.
+        Arrays and factors ignore it.
 
     Returns
     -------
@@ -122,7 +132,8 @@ def kernel_regression(
     ValueError
         Shape mismatches, NaN/inf, ``ridge < 0``, an unknown solver, a kernel that is not
         positive definite for the Cholesky solver; for operators ``ridge = 0`` with CG, a
-        solver that needs the matrix, ``tol`` outside (0, 1), ``maxiter`` < 1.
+        solver that needs the matrix, ``tol`` outside (0, 1), ``maxiter`` < 1,
+        ``memory_budget`` < 1.
 
     Warns
     -----
@@ -147,9 +158,23 @@ def kernel_regression(
     if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
         raise ValueError(f"`ridge` must be a number >= 0; got {ridge!r}")
     check_choice("solver", solver, SOLVERS)
+    budget = Resources(memory_budget=memory_budget).memory_budget
     if not is_array_api_obj(k_train):
+        if budget is None:
+            own = getattr(k_train, "budget", None)
+            budget = own if isinstance(own, int) and own > 0 else NTK_BLOCK_BYTES
         return _regress_operator(
-            k_train, y_train, k_test, ridge, solver, psd, rcond, tol, maxiter, preconditioner
+            k_train,
+            y_train,
+            k_test,
+            ridge,
+            solver,
+            psd,
+            rcond,
+            tol,
+            maxiter,
+            preconditioner,
+            budget,
         )
     if solver == "cg":
         raise ValueError(
@@ -203,6 +228,7 @@ def _regress_operator(
     tol: float | None,
     maxiter: int | None,
     preconditioner: Callable[[Array], Array] | str | None,
+    budget: int,
 ) -> tuple[Array, Array | None]:
     """:func:`kernel_regression` for a kernel operator: Woodbury for a symmetric factor,
     else conjugate gradients. Every argument is checked before the first product."""
@@ -256,7 +282,11 @@ def _regress_operator(
                 "(nk.ntk_operator and nk.LowRankOperator do)"
             )
         lam = ridge * xp.sum(diagonal()) / n
-        apply = _nystrom(xp, k_train, n, lam) if isinstance(preconditioner, str) else preconditioner
+        apply = (
+            _nystrom(xp, k_train, n, lam, budget)
+            if isinstance(preconditioner, str)
+            else preconditioner
+        )
         alpha, w = _cg(xp, k_train.matmul, y, lam, tol, maxiter, apply), None
         f_train = k_train.matmul(alpha)
     f_test = None
@@ -302,7 +332,7 @@ def _woodbury(
     n, rank = r.shape
     rt = xp.permute_dims(r, (1, 0))
     gram = xp.matmul(rt, r)  # (r, r): the nonzero spectrum of K = R Rᵀ
-    lam = ridge * xp.sum(r * r) / n  # tr(K) = ‖R‖²_F
+    lam = ridge * xp.sum(xp.linalg.diagonal(gram)) / n  # tr(K) = tr(RᵀR), no N × r temporary
     if solver == "cholesky":
         eye = xp.eye(rank, dtype=r.dtype, device=device(r))
         not_pd = "RᵀR plus ridge is not positive definite: raise `ridge`, or use solver='eigh'"
@@ -333,13 +363,22 @@ def _woodbury(
     return f_train, alpha, w
 
 
-def _nystrom(xp: Namespace, k: Any, n: int, lam: Array) -> Callable[[Array], Array] | None:
+def nystrom_rank(n: int, itemsize: int, budget: int) -> int:
+    """ℓ, the Nyström sketch's columns: at most :data:`NYSTROM_RANK` and N, and its
+    :data:`NYSTROM_COPIES` N × ℓ arrays within 1/:data:`NYSTROM_SHARE` of ``budget``."""
+    room = (budget // NYSTROM_SHARE) // (NYSTROM_COPIES * n * itemsize)
+    return max(1, min(NYSTROM_RANK, n, room))
+
+
+def _nystrom(
+    xp: Namespace, k: Any, n: int, lam: Array, budget: int
+) -> Callable[[Array], Array] | None:
     """The randomized Nyström preconditioner r ↦ M⁻¹ r of K + λI from one product K Ω
     (Frangella, Tropp & Udell, SIAM J. Matrix Anal. Appl. 2023, Algorithms 2.1 and 5.1), or
-    ``None`` where the sketch breaks down (plain CG then)."""
+    ``None`` where the sketch breaks down (plain CG then). Its N × ℓ arrays stay within
+    half of ``budget`` (:func:`nystrom_rank`)."""
     dtype = k.dtype
-    itemsize = xp.finfo(dtype).bits // 8
-    rank = min(NYSTROM_RANK, n, max(1, NYSTROM_BYTES // (2 * n * itemsize)))
+    rank = nystrom_rank(n, xp.finfo(dtype).bits // 8, budget)
     gen = Generator(0, xp=xp, device=k.device)
     q, _ = xp.linalg.qr(gen.normal((n, rank), dtype=dtype))
     y = k.matmul(q)

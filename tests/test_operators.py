@@ -62,6 +62,90 @@ class TestNTKOperator:
         with pytest.raises(ValueError, match="diagonal"):
             nk.ntk_operator(model, theta, x, x).diagonal()
 
+    def test_partial_keeping_and_many_columns_equal_full(self):
+        model = nk.MLP(1, (32,), 2)
+        theta = model.init(0, xp=np)
+        x = np.random.default_rng(0).uniform(-1, 1, (300, 1))
+        v = np.random.default_rng(1).normal(size=(300, 5))
+        full = nk.ntk_operator(model, theta, x)
+        partial = nk.ntk_operator(model, theta, x, memory_budget=300_000)
+        ref = nk.ntk(model, theta, x) @ v
+        for op in (full, partial):
+            for _ in range(3):  # first pass keeps nothing, then the kept blocks are reused
+                np.testing.assert_allclose(op.matmul(v), ref, rtol=0, atol=1e-12)
+            # many columns (taken a column at a time within tiles) equal single vectors
+            cols = np.stack([op.matmul(v[:, i]) for i in range(5)], axis=1)
+            np.testing.assert_allclose(op.matmul(v), cols, rtol=0, atol=1e-13)
+        assert full.kept_blocks == -(-300 // full.block)  # all
+        assert 0 < partial.kept_blocks < -(-300 // partial.block)  # some
+
+
+class _Counting:
+    """A kernel operator around a dense matrix that counts its products."""
+
+    def __init__(self, k):
+        self.k, self.shape, self.dtype, self.device = k, k.shape, k.dtype, "cpu"
+        self.products = self.columns = 0
+
+    def matmul(self, v):
+        self.products += 1
+        self.columns += v.shape[1] if v.ndim == 2 else 1
+        return self.k @ v
+
+    def diagonal(self):
+        return np.diag(self.k).copy()
+
+
+class TestNystrom:
+    def _problem(self, n=400):
+        # a fast-decaying spectrum (as the NTK's): ill-conditioned at a small ridge
+        q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(n, n)))
+        k = (q * np.exp(-np.arange(n) / 8)) @ q.T
+        k = 0.5 * (k + k.T)
+        y = np.random.default_rng(1).normal(size=(n, 2))
+        return k, y
+
+    def test_default_converges_in_far_fewer_products(self):
+        k, y = self._problem()
+        ridge = 1e-3
+        _, ref = nk.kernel_regression(k, y, k[:10], ridge=ridge)
+        counts = {}
+        for name, pre in (("nystrom", "nystrom"), ("none", None)):
+            op = _Counting(k)
+            _, ft = nk.kernel_regression(
+                op, y, k[:10], ridge=ridge, preconditioner=pre, maxiter=2000
+            )
+            np.testing.assert_allclose(ft, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+            counts[name] = op.products
+        # 11 products against 504 (one of them the sketch, one the final K α)
+        assert counts["nystrom"] * 10 < counts["none"], counts
+
+    def test_callable_and_budget(self):
+        k, y = self._problem(200)
+        ridge = 1e-3
+        _, ref = nk.kernel_regression(k, y, k[:10], ridge=ridge)
+        lam = ridge * np.trace(k) / 200
+        inv = np.linalg.inv(k + lam * np.eye(200))
+        op = _Counting(k)
+        _, ft = nk.kernel_regression(op, y, k[:10], ridge=ridge, preconditioner=lambda r: inv @ r)
+        np.testing.assert_allclose(ft, ref, rtol=0, atol=1e-6 * np.abs(ref).max())
+        assert op.products <= 4  # the exact inverse: one CG step, then K α
+        # the sketch's ℓ follows the memory budget: 3·N·ℓ numbers in half of it
+        op = _Counting(k)
+        budget = 2 * 3 * 200 * 8 * 7
+        _, ft = nk.kernel_regression(op, y, k[:10], ridge=ridge, memory_budget=budget, maxiter=2000)
+        np.testing.assert_allclose(ft, ref, rtol=0, atol=1e-6 * np.abs(ref).max())
+        assert op.columns - 2 * (op.products - 1) == 7  # the sketch's 7 columns
+        with pytest.raises(ValueError, match="memory_budget"):
+            nk.kernel_regression(op, y, ridge=ridge, memory_budget=0)
+
+    def test_rank_follows_the_operator_budget(self):
+        from nntk_array.predict import nystrom_rank
+
+        assert nystrom_rank(100_000, 8, 256 * 2**20) == 55
+        assert nystrom_rank(4096, 8, 256 * 2**20) == 100
+        assert nystrom_rank(10**9, 8, 2**20) == 1
+
 
 class TestNNTKFeatures:
     @pytest.mark.parametrize("estimator", ["sketch", "plugin", "directional"])
