@@ -52,6 +52,10 @@ ModelFn = Callable[[Array, Array], Array]
 #: one NTK term's share of Jᵀv: the weight (or Jacobian) part and the bias part
 Pulled = tuple[Array | None, Array | None]
 
+#: kept factors take at most 1/KEEP_SHARE of the budget: the rest is the solver's workspace
+#: (:func:`nntk_array.kernel_regression`'s Nyström sketch takes the other half), so an
+#: operator and the solve on it stay within one budget together
+KEEP_SHARE = 2
 #: an NTK product's per-tile temporaries (the sensitivities times the vectors, and their
 #: product with the pulled-back weights) take at most a sixteenth of the budget
 PRODUCT_SHARE = 16
@@ -455,9 +459,11 @@ def ntk_operator(
     **Cost:** one product K v with v of shape (N2, j) takes O((N1 + N2)·P·O·j) time and no
     N1 × N2 array. **Memory:** the pulled-back O × P × j numbers, and one block of inputs'
     factors (the MLP's: Σ widths + O·Σ hidden numbers per input) and product temporaries
-    within ``memory_budget``; every block's factors are kept between products when they fit
-    in it (then each product is a few GEMMs), else recomputed per product. The result K v,
-    N1 × j, grows beyond it.
+    within ``memory_budget``; blocks' factors are kept between products while they fit in
+    half of it (then each product is a few GEMMs), the others recomputed per product; the
+    other half is left to the solver (:func:`~nntk_array.kernel_regression`'s Nyström sketch),
+    so the operator and a solve on it stay within one budget. The result K v, N1 × j, grows
+    beyond it.
 
     Parameters
     ----------
@@ -523,13 +529,14 @@ def ntk_operator(
     )
     if model.jacobian_mode is None:
         block = min(block, STRUCTURED_BLOCK)
+    share = budget // KEEP_SHARE
     if cache:
-        room = budget
+        room = share
     else:  # keep the first blocks in what one recomputed block and a tile's products leave
         mode = model.jacobian_mode
         scratch = ntk_temporaries(mode) * (block if mode == "batch" else 1)
         held = model.ntk_numbers_per_input * itemsize
-        room = max(0, budget - block * held * (2 + scratch) - budget // PRODUCT_SHARE)
+        room = max(0, share - block * held * (2 + scratch) - budget // PRODUCT_SHARE)
     return NTKOperator(model, xp, theta, x1, x2, block=block, room=room, budget=budget)
 
 
