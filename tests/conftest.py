@@ -64,6 +64,10 @@ import numpy as np
 import pytest
 from array_api_compat import array_namespace
 
+# tests/data holds the scripts that wrote the stored neural-tangents references; they need
+# neural-tangents' own (older) JAX environment, so pytest must not import them
+collect_ignore_glob = ["data/*.py"]
+
 ALL_BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "cupy")
 INDEPENDENT = "none"  # the pseudo-library of library-independent tests
 _ALIASES = {"independent": INDEPENDENT}
