@@ -44,9 +44,9 @@ numpydoc_xref_param_type = False
 # Every documented public object needs its parameters, returns and a runnable example
 # (the examples run as doctests: ``pytest --doctest-modules nntk_array``).
 numpydoc_validation_checks = {"GL08", "PR01", "PR02", "RT01", "EX01"}
-# A typing.Protocol's constructor is typing's (*args, **kwargs), not one users call; its
-# members are validated like everything else.
-numpydoc_validation_exclude = {r"^nntk_array\.Model$"}
+# A typing.Protocol's (Model's, KernelOperator's) constructor is typing's (*args, **kwargs),
+# not one users call; its members are validated like everything else.
+numpydoc_validation_exclude = {r"^nntk_array\.Model$", r"^nntk_array\.KernelOperator$"}
 
 # No network on the build machines: no intersphinx.
 html_theme = "pydata_sphinx_theme"

@@ -56,6 +56,16 @@ class Spectrum(NamedTuple):
         Eigenvalues, largest first.
     vectors : array, shape (N, k)
         Column i is the unit eigenvector of ``values[i]`` (its sign is arbitrary).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import nntk_array as nk
+    >>> values, vectors = nk.kernel_spectrum(np.diag([1.0, 3.0, 2.0]))
+    >>> values
+    array([3., 2., 1.])
+    >>> vectors.shape
+    (3, 3)
     """
 
     values: Array

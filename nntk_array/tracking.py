@@ -48,6 +48,19 @@ class KernelTrack:
     seed : int or None
         The perturbation seed every NNTK checkpoint used (drawn once when none was given);
         ``None`` for the NTK.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import nntk_array as nk
+    >>> model = nk.MLP(1, (16,))
+    >>> theta = model.init(0, xp=np)
+    >>> x = np.linspace(-1.0, 1.0, 4)[:, None]
+    >>> track = nk.track_kernel(model, [theta, theta], x)
+    >>> track.relative_change
+    array([0., 0.])
+    >>> track.seed is None
+    True
     """
 
     relative_change: Array
