@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from array_api_compat import is_torch_array
+from array_api_compat import array_namespace, is_torch_array
 from gpytorch.kernels import Kernel
 from linear_operator.operators import (
     LinearOperator,
@@ -59,11 +58,11 @@ class _NetworkKernel(Kernel):  # type: ignore[misc]  # gpytorch is not followed 
         """False: a network's kernel depends on the inputs, not on their difference."""
         return False
 
-    def _root(self, x: torch.Tensor) -> torch.Tensor | None:
+    def _root(self, x: Array) -> Array | None:
         """R with K(x, x) = R Rᵀ when the kernel is to be low-rank, else None."""
         return None
 
-    def _check(self, name: str, x: torch.Tensor) -> None:
+    def _check(self, name: str, x: Array) -> None:
         if x.ndim != 2:
             raise ValueError(
                 f"`{name}` must have shape (N, d); batches of inputs (shape {tuple(x.shape)}) "
@@ -84,12 +83,12 @@ class _NetworkKernel(Kernel):  # type: ignore[misc]  # gpytorch is not followed 
 
     def forward(
         self,
-        x1: torch.Tensor,
-        x2: torch.Tensor,
+        x1: Array,
+        x2: Array,
         diag: bool = False,
         last_dim_is_batch: bool = False,
         **params: Any,
-    ) -> torch.Tensor | LinearOperator:
+    ) -> Array | LinearOperator:
         """The kernel K(x1, x2), (N1, N2), or its diagonal (N,) with ``diag=True``.
 
         Parameters
@@ -122,14 +121,14 @@ class _NetworkKernel(Kernel):  # type: ignore[misc]  # gpytorch is not followed 
             raise ValueError("`last_dim_is_batch=True` is not supported by network kernels")
         self._check("x1", x1)
         self._check("x2", x2)
-        symmetric = x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2))
+        symmetric = x1 is x2 or (x1.shape == x2.shape and bool(x1.equal(x2)))
         root = self._root(x1)
         if diag:
             if root is not None:
-                return torch.sum(root * root, dim=-1)
-            return torch.cat([k.diagonal() for k in self._fn.diagonal_blocks(x1)])
+                return (root * root).sum(dim=-1)
+            return array_namespace(x1).concat([k.diagonal() for k in self._fn.diagonal_blocks(x1)])
         if root is None:
-            dense: torch.Tensor = self._fn(x1, None if symmetric else x2)
+            dense: Array = self._fn(x1, None if symmetric else x2)
             return dense
         if symmetric:
             return LowRankRootLinearOperator(root)
@@ -270,10 +269,10 @@ class NNTKKernel(_NetworkKernel):
         super().__init__(fn, active_dims=active_dims)
         self.low_rank = low_rank
 
-    def _root(self, x: torch.Tensor) -> torch.Tensor | None:
+    def _root(self, x: Array) -> Array | None:
         if not self.low_rank:
             return None
         fn = self._fn
         assert fn.options is not None  # an NNTK with an estimator of ROOTED
-        root: torch.Tensor = nntk_features(fn.model, fn.params, x, **fn.options)
+        root: Array = nntk_features(fn.model, fn.params, x, **fn.options)
         return root
