@@ -139,7 +139,7 @@ def gp_inference(
     >>> mean.shape, var.shape, bool(np.all(var > 0))
     ((2,), (2,), True)
     """
-    return _ensemble(
+    return gradient_descent_ensemble(
         k_train,
         y_train,
         k_test,
@@ -147,7 +147,6 @@ def gp_inference(
         nngp_train=nngp_train,
         nngp_test=nngp_test,
         t=math.inf,
-        learning_rate=1.0,
         noise=noise,
         ridge=ridge,
         diagonal=diagonal,
@@ -232,40 +231,7 @@ def gradient_descent_ensemble(
     >>> bool(np.allclose(cov[0], nngp[5:, 5:]))   # t = 0: the prior
     True
     """
-    return _ensemble(
-        k_train,
-        y_train,
-        k_test,
-        k_test_test,
-        nngp_train=nngp_train,
-        nngp_test=nngp_test,
-        t=t,
-        learning_rate=learning_rate,
-        noise=noise,
-        ridge=ridge,
-        diagonal=diagonal,
-        psd=psd,
-        rcond=rcond,
-    )
-
-
-def _ensemble(
-    k_train: Array,
-    y_train: Array,
-    k_test: Array,
-    k_test_test: Array | None,
-    *,
-    nngp_train: Array | None,
-    nngp_test: Array | None,
-    t: float | Array,
-    learning_rate: float,
-    noise: float,
-    ridge: float,
-    diagonal: bool,
-    psd: bool,
-    rcond: float | None,
-) -> Gaussian:
-    # One library, device and dtype for all seven arrays, then predict.py's checks of the
+    # One library, device and dtype for all six arrays, then predict.py's checks of the
     # train/test kernels and targets.
     xp, (k_train, y_train, k_test, k_test_test, nngp_train, nngp_test) = resolve(
         k_train=k_train,
