@@ -13,6 +13,8 @@ import numpy as np
 
 import nntk_array as nk
 
+from .compare_interop import torch_cnn
+
 
 class NTKFromTorchCNN:
     timeout = 600
@@ -20,20 +22,9 @@ class NTKFromTorchCNN:
     def setup(self) -> None:
         try:
             import torch
-            from torch import nn
         except ImportError:
             raise NotImplementedError("torch is not installed") from None
-        torch.manual_seed(0)
-        cnn = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(16, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.AvgPool2d(2),
-            nn.Flatten(),
-            nn.Linear(16 * 4 * 4, 10),
-        )
-        self.model = nk.from_torch(cnn)
+        self.model = nk.from_torch(torch_cnn())
         self.theta = self.model.theta0
         rng = np.random.default_rng(0)
         self.x = torch.from_numpy(rng.random((256, 1, 8, 8), dtype=np.float32))
