@@ -283,6 +283,15 @@ def check_seed(seed: object) -> object:
     return int(seed) if isinstance(seed, numbers.Integral) else seed
 
 
+def fixed_seed(seed: object, reason: str) -> int:
+    """``seed`` as an int >= 0, for callers that regenerate one perturbation stream many times
+    (``reason`` says why a native generator or ``None`` will not do)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"`seed` must be an int: {reason}; got {type(seed).__name__}")
+    check_seed(seed)  # >= 0
+    return int(seed)
+
+
 def renamed(new: str, old: str, new_value: Any, old_value: Any, default: Any = None) -> Any:
     """The value of a renamed keyword: ``old`` still works, with a ``DeprecationWarning``."""
     if old_value is None:

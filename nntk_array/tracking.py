@@ -11,7 +11,6 @@ difference.
 
 from __future__ import annotations
 
-import numbers
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from .local_ntk import ntk
 from .metrics import kernel_alignment
 from .models.protocol import Model
 from .nonlocal_ntk import nntk
+from .options import fixed_seed
 
 __all__ = ["KernelTrack", "track_kernel"]
 
@@ -162,16 +162,10 @@ def track_kernel(
             raise ValueError("kind='nntk' needs `sigma` (or a `smoothing` spec)")
         if samples is None:
             raise ValueError("kind='nntk' needs `samples`")
-        if seed is None:
-            seed = secrets.randbits(62)
-        elif isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise TypeError(
-                "`seed` must be an int: common random numbers need a stream that every "
-                f"checkpoint regenerates; got {type(seed).__name__}"
-            )
-        elif seed < 0:
-            raise ValueError(f"`seed` must be >= 0; got {seed!r}")
-        seed = int(seed)
+        seed = fixed_seed(
+            secrets.randbits(62) if seed is None else seed,
+            "common random numbers need a stream that every checkpoint regenerates",
+        )
 
         def kernel(theta: Array) -> Array:
             return nntk(f, theta, x, sigma=sigma, samples=samples, seed=seed, **options)

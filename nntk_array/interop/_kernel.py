@@ -9,7 +9,6 @@ kernel.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from ..options import (
     Resources,
     Smoothing,
     estimator_spec,
+    fixed_seed,
     resources_spec,
     sample_count,
     smoothing_spec,
@@ -94,13 +94,11 @@ def nonlocal_kernel(
     """The NNTK of ``model`` at ``params`` with these options (as in :func:`nk.nntk`),
     checked, with an int ``seed`` so that every call draws the same perturbations."""
     _check_model(model, params)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(
-            "`seed` must be an int: every evaluation of the kernel (K(X, X), K(X*, X), the "
-            f"diagonal) must draw the same perturbations; got {type(seed).__name__}"
-        )
-    if seed < 0:
-        raise ValueError(f"`seed` must be >= 0; got {seed}")
+    seed = fixed_seed(
+        seed,
+        "every evaluation of the kernel (K(X, X), K(X*, X), the diagonal) must draw the same "
+        "perturbations",
+    )
     sample_count(samples)  # an int >= 1 or an (M, P) array; nk.nntk checks the array
     options = {
         "smoothing": smoothing_spec(
@@ -109,6 +107,6 @@ def nonlocal_kernel(
         "estimator": estimator_spec(estimator, "iid", 5, "input"),
         "resources": resources_spec(resources, None, None, "auto"),
         "samples": samples,
-        "seed": int(seed),
+        "seed": seed,
     }
     return KernelFn(model, params, options)
