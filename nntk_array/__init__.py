@@ -26,6 +26,7 @@ from .spectra import (
     spectral_energy,
 )
 from .tracking import KernelTrack, track_kernel
+from .train import TrainResult, train
 
 __all__ = [
     "MLP",
@@ -39,6 +40,7 @@ __all__ = [
     "Resources",
     "Smoothing",
     "Spectrum",
+    "TrainResult",
     "__version__",
     "analytic",
     "attention_weights",
@@ -62,4 +64,5 @@ __all__ = [
     "ntk_operator",
     "spectral_energy",
     "track_kernel",
+    "train",
 ]

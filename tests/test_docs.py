@@ -253,6 +253,7 @@ CHECKS = {  # page -> what its results must be (oracles: closed forms, NumPy, th
     "guide/kernels-out.md": lambda blocks: None,  # asserts the kernels equal nk.ntk / nk.nntk
     "guide/large-n.md": lambda blocks: None,  # asserts operator/factor ridge == dense ridge
     "guide/spectra.md": lambda blocks: None,  # the page asserts its own results
+    "guide/training.md": lambda blocks: None,  # asserts the runs against gradient_flow
 }
 
 

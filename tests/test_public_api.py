@@ -35,6 +35,7 @@ def test_public_names():
             "Resources",
             "Smoothing",
             "Spectrum",
+            "TrainResult",
             "__version__",
             "analytic",
             "attention_weights",
@@ -58,6 +59,7 @@ def test_public_names():
             "ntk_operator",
             "spectral_energy",
             "track_kernel",
+            "train",
         ]
     )
     for name in nk.__all__:

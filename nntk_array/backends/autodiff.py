@@ -30,7 +30,7 @@ from array_api_compat import is_jax_namespace, is_torch_namespace
 
 from .._typing import Array, Namespace
 
-__all__ = ["JACOBIAN_MODES", "has_autodiff", "jacobian", "jvp"]
+__all__ = ["JACOBIAN_MODES", "has_autodiff", "jacobian", "jvp", "residual_grad"]
 
 Model = Callable[[Array, Array], Array]
 
@@ -44,6 +44,7 @@ class _Programs(NamedTuple):
     jvp: Callable[[Array, Array, Array], tuple[Array, Array]]
     reverse: Callable[[Array, Array], Array]
     forward: Callable[[Array, Array], Array]
+    residual: Callable[[Array, Array, Array], tuple[Array, Array]]
 
 
 # model (or a bound method's instance) -> {None or the method's function: its programs}
@@ -161,6 +162,53 @@ def jvp(f: Model, theta: Array, x: Array, tangent: Array, *, xp: Namespace) -> t
     return _jax_programs(f).jvp(theta, x, tangent)
 
 
+def residual_grad(
+    f: Model, theta: Array, x: Array, y: Array, *, xp: Namespace
+) -> tuple[Array, Array]:
+    """Outputs of a batched model and the gradient of its squared loss, one reverse pass.
+
+    Parameters
+    ----------
+    f : callable
+        The user's batched model ``f(thetas, x)``, as for :func:`jacobian`.
+    theta : array, shape (P,)
+    x : array, shape (N, ...)
+    y : array
+        Targets, of the shape of ``f(theta[None, :], x)[0]``.
+    xp : namespace
+        ``theta``'s namespace; torch and JAX only.
+
+    Returns
+    -------
+    out : array
+        f(theta[None, :], x)[0].
+    grad : array, shape (P,)
+        Jᵀ (out − y), the gradient of ½‖out − y‖² in ``theta``, from one vector-Jacobian
+        product (no Jacobian is formed).
+
+    Raises
+    ------
+    TypeError
+        ``xp`` has no autodiff.
+    ValueError
+        ``theta`` is not 1-D.
+
+    Notes
+    -----
+    On JAX the jitted program is cached per ``f`` as in :func:`jacobian`.
+    """
+    _check_autodiff(xp)
+    _check_theta(theta)
+    if is_torch_namespace(xp):
+        from torch.func import vjp
+
+        one = _one_output(lambda: f)
+        out, pullback = vjp(lambda t: one(t, x), theta)
+        (grad,) = pullback(out - y)
+        return out, grad
+    return _jax_programs(f).residual(theta, x, y)
+
+
 def _check_autodiff(xp: Namespace) -> None:
     if not has_autodiff(xp):
         raise TypeError(
@@ -223,6 +271,10 @@ def _build_jax_programs(one: Model) -> _Programs:
         out, jv = jax.jvp(lambda s: one(s, x), (t,), (v,))
         return out, jv
 
+    def residual(t: Array, x: Array, y: Array) -> tuple[Array, Array]:
+        out, pullback = jax.vjp(lambda s: one(s, x), t)
+        return out, pullback(out - y)[0]
+
     single = _one_input(one)
     # One compiled program instead of op-by-op dispatch of the reverse pass (~20x faster);
     # jit compiles lazily, so the unused modes cost nothing.
@@ -231,4 +283,5 @@ def _build_jax_programs(one: Model) -> _Programs:
         jvp=jax.jit(directional),
         reverse=jax.jit(jax.vmap(jax.jacrev(single), in_axes=(None, 0))),
         forward=jax.jit(jax.vmap(jax.jacfwd(single), in_axes=(None, 0))),
+        residual=jax.jit(residual),
     )
