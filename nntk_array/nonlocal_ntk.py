@@ -49,6 +49,7 @@ def nntk(
     sampling: str = "iid",
     quadrature: int = 5,
     accumulate: str = "input",
+    variance_reduction: str | tuple[str, ...] = "auto",
     attention: Attention | None = None,
     outputs: str = "mean",
     resources: Resources | None = None,
@@ -124,6 +125,26 @@ def nntk(
         directional Gaussian smoothing along the M sample directions with ``quadrature``
         Gauss–Hermite nodes, (P/M) Σ_m D_m f(x) D_m f(x'); exact for affine f with M = P
         orthogonal directions; (M(quadrature − 1)) evaluations for odd ``quadrature``.
+    variance_reduction : "auto", "none", or names from {"readout", "units", "jvp"}
+        Exactly unbiased variance reduction of ``estimator="unbiased"`` (same estimand, the
+        Gaussian NNTK ∇f_σ·∇f_σ'): ``"readout"`` treats the parameters that enter linearly
+        (the readout of :class:`MLP` and of any model with ``last_layer``) exactly — their
+        smoothed gradient is an average of perturbed features, estimated without their own
+        P-dimensional noise; ``"units"`` (with ``"readout"``) lets each unit of the last
+        hidden layer keep only its own term in its Stein sum; ``"jvp"`` subtracts the
+        model's linearization σ J u from every difference and adds the exact local gradient
+        back (a control variate from forward-mode derivatives: the MLP's structure, or
+        PyTorch/JAX autodiff for adapters; void for sign/step activations, so ``"auto"``
+        leaves it out there). ``"auto"`` (default) applies every reduction the model
+        supports whose batch sums fit in half of ``memory_budget`` (about
+        20·N·(P − O·width)·O numbers), and none for plain callables without autodiff, other
+        estimators, the paper form, attention, structured sampling or several outputs with
+        ``outputs="full"``; ``"none"`` is the plain U-statistic (math: docs, Mathematics,
+        'Variance reduction'). A reduced estimate pairs samples of 20 different batches
+        (unbiased: the batches are independent), so it differs from the plain one for the
+        same seed. Measured on a one-hidden-layer ReLU network of width 256 at M = 2048
+        (σ = 0.3): centred error 0.0016 against 0.088 for ``"none"`` at about the same
+        time; see the docs' options page for each reduction's variance and cost.
     attention : Attention, optional
         Attention weights α_im instead of 1/M (the scores are this library's own; see
         :class:`Attention` for their reference inputs). ``Attention(temperature=math.inf)``
@@ -206,8 +227,9 @@ def nntk(
         ``samples < 1`` (or too few independent samples for the estimator), unknown options,
         incompatible combinations (``estimator="directional"`` with attention, the
         ``"loss"`` score with antithetic sampling, ``radial``/``scale`` with the Gaussian
-        form), bad ``rtol``/``atol``/``max_samples``/``error``, a target with explicit
-        ``samples`` rows or Dask inputs.
+        form, a ``variance_reduction`` the model or options do not support or whose batch
+        sums exceed the budget), bad ``rtol``/``atol``/``max_samples``/``error``, a target
+        with explicit ``samples`` rows or Dask inputs.
 
     Warns
     -----
@@ -221,10 +243,11 @@ def nntk(
     Notes
     -----
     Dask arrays ``x1``/``x2`` (NumPy or CuPy chunks, any row chunking) give a lazy Dask
-    kernel with the same numbers as the in-memory call for the same ``seed``: each task
-    regenerates the perturbations from the seed (an int; a native generator is refused; a missing
-    seed is drawn once on the client), so nothing of size M × P crosses the network. Each
-    block of rows evaluates all M perturbations; row blocks of a few hundred inputs keep
+    kernel of the plain estimator, with the same numbers as the in-memory call with
+    ``variance_reduction="none"`` and the same ``seed``: each task regenerates the
+    perturbations from the seed (an int; a native generator is refused; a missing seed is
+    drawn once on the client), so nothing of size M × P crosses the network. Each block of
+    rows evaluates all M perturbations; row blocks of a few hundred inputs keep
     the regeneration cheap next to the evaluations. Callable attention scores and
     ``route="stream"`` are not available there. See the "Distributed" page of the docs.
 
@@ -258,7 +281,7 @@ def nntk(
     )
     spec = kernel.KernelSpec(
         smoothing=smoothing_spec(smoothing, sigma, form, radial, scale),
-        estimator=estimator_spec(estimator, sampling, quadrature, accumulate),
+        estimator=estimator_spec(estimator, sampling, quadrature, accumulate, variance_reduction),
         resources=resources_spec(resources, memory_budget, samples_per_call, route),
         samples=(samples if count is None else count) if goal is None else goal.start,
         seed=check_seed(seed),
@@ -269,6 +292,9 @@ def nntk(
     if is_dask(theta, x1, x2):
         if goal is not None:
             raise ValueError("`rtol`/`atol` need in-memory inputs, not Dask arrays")
+        if spec.estimator.variance_reduction not in ("auto", ()):
+            raise ValueError("`variance_reduction` needs in-memory inputs, not Dask arrays")
+        spec = replace(spec, estimator=replace(spec.estimator, variance_reduction=()))
         from .distributed.dask import nntk_graph
 
         return nntk_graph(f, theta, x1, x2, spec)

@@ -31,6 +31,7 @@ __all__ = [
     "ESTIMATORS",
     "FORMS",
     "RADIALS",
+    "REDUCTIONS",
     "ROUTES",
     "SAMPLINGS",
     "SCALES",
@@ -47,6 +48,7 @@ SAMPLINGS = ("iid", "antithetic", "orthogonal", "qmc")
 ESTIMATORS = ("unbiased", "plugin", "sketch", "directional")
 ROUTES = ("auto", "gram", "stream")
 ACCUMULATE = ("input", "float64")
+REDUCTIONS = ("readout", "units", "jvp")
 
 
 @dataclass(frozen=True)
@@ -120,13 +122,18 @@ class Estimator:
     accumulate : {"input", "float64"}
         Dtype of differences, Gram and contractions; ``"float64"`` protects float32 inputs
         from cancellation in the U-statistic.
+    variance_reduction : "auto", "none", or names from {"readout", "units", "jvp"}
+        Exactly unbiased variance reduction of the ``"unbiased"`` kernel estimator (see
+        :func:`nntk_array.nntk`): ``"auto"`` applies every one the model supports;
+        ``"none"`` is the plain U-statistic. Stored as ``"auto"`` or a sorted tuple.
 
     Raises
     ------
     ValueError
-        An unknown option or ``quadrature < 2``.
+        An unknown option, ``quadrature < 2``, or ``"units"`` without ``"readout"``.
     TypeError
-        ``quadrature`` is not an integer.
+        ``quadrature`` is not an integer, ``variance_reduction`` not a string or a
+        sequence of strings.
 
     Examples
     --------
@@ -139,8 +146,10 @@ class Estimator:
     sampling: str = "iid"
     quadrature: int = 5
     accumulate: str = "input"
+    variance_reduction: str | tuple[str, ...] = "auto"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "variance_reduction", reductions_spec(self.variance_reduction))
         check_choice("estimator", self.name, ESTIMATORS)
         check_choice("sampling", self.sampling, SAMPLINGS)
         check_choice("accumulate", self.accumulate, ACCUMULATE)
@@ -339,19 +348,52 @@ def smoothing_spec(smoothing: Any, sigma: Any, form: str, radial: str, scale: st
 
 
 def estimator_spec(
-    estimator: str | Estimator, sampling: str, quadrature: int, accumulate: str
+    estimator: str | Estimator,
+    sampling: str,
+    quadrature: int,
+    accumulate: str,
+    variance_reduction: Any = "auto",
 ) -> Estimator:
     """The :class:`Estimator` of a call: a spec, or a name and the loose keywords."""
     given: dict[str, Any] = {
         "sampling": sampling,
         "quadrature": quadrature,
         "accumulate": accumulate,
+        "variance_reduction": variance_reduction,
     }
     if not isinstance(estimator, Estimator):
         return Estimator(estimator, **given)
-    defaults = {"sampling": "iid", "quadrature": 5, "accumulate": "input"}
+    defaults = {
+        "sampling": "iid",
+        "quadrature": 5,
+        "accumulate": "input",
+        "variance_reduction": "auto",
+    }
     spec: Estimator = grouped("estimator", estimator, Estimator, defaults, given)
     return spec
+
+
+def reductions_spec(value: object) -> str | tuple[str, ...]:
+    """``"auto"``, or the requested variance reductions as a sorted tuple (``"none"``: ())."""
+    if value == "auto":
+        return "auto"
+    if value == "none":
+        return ()
+    names = (value,) if isinstance(value, str) else value
+    if not isinstance(names, (tuple, list, set, frozenset)) or not all(
+        isinstance(n, str) for n in names
+    ):
+        raise TypeError(
+            "`variance_reduction` must be 'auto', 'none', a name or a sequence of names from "
+            f"{REDUCTIONS}; got {value!r}"
+        )
+    for n in names:
+        check_choice("variance_reduction", n, REDUCTIONS)
+    if "units" in names and "readout" not in names:
+        raise ValueError(
+            "`variance_reduction` 'units' (per-unit sums given the readout) needs 'readout'"
+        )
+    return tuple(sorted(set(names)))
 
 
 def resources_spec(

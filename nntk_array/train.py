@@ -32,9 +32,10 @@ from ._validate import (
     check_positive_int,
 )
 from ._xp import resolve
+from .analytic import ACTIVATIONS as EXACT_ACTIVATIONS
+from .analytic import smoothed_activation
 from .backends.autodiff import has_autodiff, residual_grad
 from .backends.random import Generator
-from .backends.special import erf
 from .models.activations import ACTIVATIONS
 from .models.mlp import MLP
 from .models.protocol import Bound, Model, bind
@@ -46,7 +47,6 @@ __all__ = ["TrainResult", "train"]
 LOSSES = ("plain", "smoothed")
 #: activations whose Gaussian expectations E φ(μ + s g) have the closed forms of the
 #: Mathematics page ('One hidden layer, finite width')
-EXACT_ACTIVATIONS = ("relu", "erf", "sign")
 
 # Per step: the outputs (N, O) at θ and, unless told not to, the gradient (P,) of the loss.
 _Step = Callable[[Array, int, bool], tuple[Array, Array | None]]
@@ -556,36 +556,9 @@ def _exact_step(xp: Namespace, net: MLP, x: Array, targets: Array, sigma: float)
             "`exact=True` needs every input smoothed, s(x) > 0: a network without biases "
             "leaves the input x = 0 unperturbed"
         )
-    fn, deriv = _smoothed_activation(xp, net.activation, s)
+    fn, deriv = smoothed_activation(xp, net.activation, s)
 
     def step(theta: Array, t: int, want_grad: bool) -> tuple[Array, Array | None]:
         return _backprop(xp, net, theta, x, targets, fn, deriv, want_grad)
 
     return step
-
-
-def _smoothed_activation(xp: Namespace, name: str, s: Array) -> tuple[_Activation, _Activation]:
-    """φ̃_s and φ̃'_s of the Mathematics page's table ('One hidden layer, finite width')."""
-    root2 = math.sqrt(2.0)
-
-    def cdf(xp: Namespace, u: Array) -> Array:
-        return 0.5 + 0.5 * erf(xp, u / root2)
-
-    def pdf(xp: Namespace, u: Array) -> Array:
-        return xp.exp(-0.5 * u * u) / math.sqrt(2.0 * math.pi)
-
-    if name == "sign":
-        return (
-            lambda xp, mu: erf(xp, mu / (root2 * s)),
-            lambda xp, mu: 2.0 * pdf(xp, mu / s) / s,
-        )
-    if name == "relu":
-        return (
-            lambda xp, mu: mu * cdf(xp, mu / s) + s * pdf(xp, mu / s),
-            lambda xp, mu: cdf(xp, mu / s),
-        )
-    width = xp.sqrt(1.0 + 2.0 * s * s)
-    return (
-        lambda xp, mu: erf(xp, mu / width),
-        lambda xp, mu: (2.0 / math.sqrt(math.pi)) * xp.exp(-(mu * mu) / (width * width)) / width,
-    )

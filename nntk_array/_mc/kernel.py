@@ -18,6 +18,7 @@ from .._xp import resolve
 from ..backends.dtypes import require_dtype
 from ..models.protocol import Bound, bind, check_inputs
 from . import attention as att_mc
+from . import reduced
 from .differences import Differences, chunks, collect
 from .directions import Directions, check_explicit, make_directions
 from .estimators import (
@@ -92,6 +93,7 @@ class Problem:
     dirs: Directions
     acc: Any
     spec: KernelSpec
+    reduction: reduced.Reduction | None = None
 
     @property
     def groups(self) -> list[tuple[int, int]]:
@@ -186,7 +188,32 @@ def setup(f: Any, theta: Array, x1: Array, x2: Array | None, spec: KernelSpec) -
             f"estimator={est.name!r}{' with return_stderr' if spec.stderr else ''} needs at "
             f"least {needed} independent samples (or groups); got samples={m}"
         )
-    return Problem(xp, theta, model, inputs, form, est, plan, dirs, acc, spec)
+    reduction = reduced.choose(
+        est_spec.variance_reduction,
+        model,
+        xp,
+        applicable=_reducible(spec, model.num_outputs),
+        n_rows=inputs.x.shape[0],
+        budget=spec.resources.memory_budget or DEFAULT_BUDGET,
+        acc_size=4 if acc == xp.float32 else 8,
+    )
+    return Problem(xp, theta, model, inputs, form, est, plan, dirs, acc, spec, reduction)
+
+
+def _reducible(spec: KernelSpec, n_out: int) -> str | None:
+    """Why no variance reduction applies to a call, or ``None`` if one can."""
+    est = spec.estimator
+    if est.name != "unbiased":
+        return "estimator='unbiased'"
+    if spec.smoothing.form != "gaussian":
+        return "form='gaussian'"
+    if spec.attention is not None:
+        return "no attention (the sample weights would differ per block)"
+    if est.sampling not in ("iid", "antithetic"):
+        return "sampling='iid' or 'antithetic'"
+    if spec.full and n_out > 1:
+        return "outputs='mean' (or a model with one output)"
+    return None
 
 
 def _inputs(
@@ -342,6 +369,8 @@ def contract(
 
 def compute(problem: Problem) -> Array | tuple[Array, Array]:
     """The whole kernel in memory: differences of all inputs, weights, one contraction."""
+    if problem.reduction is not None:
+        return reduced.compute(problem)
     xp, att, inputs = problem.xp, problem.spec.attention, problem.inputs
     n1, n2, x = inputs.n1, inputs.n2, inputs.x
     diffs = rows(problem, x, attention=att is not None)

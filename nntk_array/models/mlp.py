@@ -27,12 +27,45 @@ from .._xp import as_namespace, default_float_dtype, resolve
 from ..backends.dtypes import require_dtype
 from ..backends.random import Generator
 from .activations import ACTIVATIONS
-from .protocol import NTKTerm
+from .protocol import LastLayer, NTKTerm
 
 __all__ = ["MLP"]
 
 PARAMETERIZATIONS = ("ntk", "standard")
 _MAX_WIDTH = 2**31 - 1
+
+
+#: contraction lengths up to which a dense layer is a sum of broadcast products: batched
+#: matmuls with k = 1 (a scalar input) or n = 1 (one output) run as many tiny BLAS calls
+SMALL_CONTRACTION = 4
+
+
+def dense(xp: Namespace, a: Array, w: Array) -> Array:
+    """``a @ w`` for activations (..., N, k) and weights (..., k, n), shaped for speed: a sum
+    of k broadcast products when k is small, one 2-D GEMM when the weights are shared
+    (2-D ``w``; ``a`` may carry a batch of parameter sets), a reduction when n = 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a, w = np.ones((3, 5, 2)), np.ones((3, 2, 4))
+    >>> bool(np.array_equal(dense(np, a, w), a @ w))
+    True
+    """
+    k = a.shape[-1]
+    if k <= SMALL_CONTRACTION:
+        out = a[..., 0:1] * w[..., 0:1, :]
+        for i in range(1, k):
+            out = out + a[..., i : i + 1] * w[..., i : i + 1, :]
+        return out
+    if a.ndim > 2 and a.ndim >= w.ndim and math.prod(w.shape[:-2]) == 1:  # shared weights
+        lead, n = tuple(a.shape[:-1]), w.shape[-1]
+        out = xp.matmul(xp.reshape(a, (-1, k)), xp.reshape(w, (k, n)))
+        return xp.reshape(out, (*lead, n))
+    if w.shape[-1] == 1:
+        wt = xp.reshape(w, (*w.shape[:-2], 1, k))
+        return xp.sum(a * wt, axis=-1)[..., None]
+    return xp.matmul(a, w)
 
 
 @dataclass(frozen=True)
@@ -44,6 +77,21 @@ class _Layer:
     end: int
     w_coef: float  # multiplies a @ W in the forward pass
     b_coef: float
+
+
+def _affine(xp: Namespace, layer: _Layer, a: Array, w: Array, b: Array | None) -> Array:
+    """c_w a W + c_b b, scaling whichever of a W and W is smaller (usually W: a batch of
+    weight sets is smaller than their activations when there are more inputs than fan-in)."""
+    if layer.w_coef == 1.0:
+        z = dense(xp, a, w)
+    elif a.shape[-2] > layer.fan_in:
+        z = dense(xp, a, layer.w_coef * w)
+    else:
+        z = dense(xp, a, w)
+        z *= layer.w_coef  # fresh: scaled in place, no second (B, N, width) temporary
+    if b is not None:
+        z += b if layer.b_coef == 1.0 else layer.b_coef * b
+    return z
 
 
 class MLP:
@@ -339,23 +387,114 @@ class MLP:
         from array_api_compat import array_namespace
 
         xp = array_namespace(theta, x, tangents)
+        dz = self._tangent_forward(xp, theta, x, tangents, len(self._layers))[2]
+        assert dz is not None  # tangents were given
+        return dz
+
+    @property
+    def last_layer(self) -> LastLayer | None:
+        """Where the last hidden layer and the readout live in θ (``None`` without hidden
+        layers): the variance-reduced estimators of :func:`nntk_array.nntk` use it.
+
+        Examples
+        --------
+        >>> m = MLP(1, (8,)).last_layer
+        >>> (m.fan_in, m.width, m.w_start, m.b_start, m.v_start, m.bo_start)
+        (1, 8, 0, 8, 16, 24)
+        """
+        if not self.hidden:
+            return None
+        hid, out = self._layers[-2], self._layers[-1]
+        return LastLayer(
+            activation=self.activation,
+            fan_in=hid.fan_in,
+            width=hid.fan_out,
+            w_start=hid.w_start,
+            b_start=hid.b_start,
+            v_start=out.w_start,
+            bo_start=out.b_start,
+            c_w=hid.w_coef,
+            c_b=hid.b_coef if hid.b_start is not None else 0.0,
+            c_v=out.w_coef,
+            c_o=out.b_coef if out.b_start is not None else 0.0,
+        )
+
+    def hidden_pass(
+        self, thetas: Array, x: Array, tangents: Array | None = None, *, own: bool = True
+    ) -> tuple[Array, Array, Array | None]:
+        """The last hidden layer's input and pre-activations, and their tangents.
+
+        Parameters
+        ----------
+        thetas : array, shape (B, P)
+        x : array, shape (N, in_features)
+        tangents : array, shape (K, P), optional
+            Directions of forward-mode derivatives at ``thetas`` (broadcast against them).
+        own : bool, default True
+            Whether the tangent includes the layer's own parameters (else only what comes
+            through earlier layers: ``None`` for the first hidden layer).
+
+        Returns
+        -------
+        a : array, shape (B, N, fan_in), or ``x`` itself for the first hidden layer
+            The layer's input (unscaled activations of the layer before).
+        z : array, shape (B, N, width)
+            Its pre-activations.
+        dz : array, shape (max(B, K), N, width), or None
+            ∂z/∂θ · tangent, when ``tangents`` are given.
+
+        Raises
+        ------
+        ValueError
+            The network has no hidden layer.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> model = MLP(2, (8, 4))
+        >>> theta = model.init(0, xp=np)
+        >>> v = np.ones((5, model.num_params))
+        >>> a, z, dz = model.hidden_pass(theta[None, :], np.ones((3, 2)), v)
+        >>> a.shape, z.shape, dz.shape
+        ((1, 3, 8), (1, 3, 4), (5, 3, 4))
+        """
+        from array_api_compat import array_namespace
+
+        if not self.hidden:
+            raise ValueError("`hidden_pass` needs a network with at least one hidden layer")
+        xp = array_namespace(thetas, x)
+        return self._tangent_forward(xp, thetas, x, tangents, len(self._layers) - 1, own=own)
+
+    def _tangent_forward(
+        self,
+        xp: Namespace,
+        theta: Array,
+        x: Array,
+        tangents: Array | None,
+        stop: int,
+        *,
+        own: bool = True,
+    ) -> tuple[Array, Array, Array | None]:
+        """Input, pre-activation and its tangent of layer ``stop - 1``: forward mode through
+        the layers, ``ż = c_w (ȧ W + a V) + c_b v_b`` and ``ȧ = φ'(z) ż`` (φ' the
+        activation's almost-everywhere derivative). Without ``own`` the tangent leaves out
+        layer ``stop - 1``'s own parameters (``None`` when nothing is left)."""
         act = ACTIVATIONS[self.activation]
-        a, da = x, None  # da: tangent of the layer input, (K, N, fan_in)
-        last = len(self._layers) - 1
-        for i, layer in enumerate(self._layers):
+        a, da, dz = x, None, None  # da: tangent of the layer input, (K, N, fan_in)
+        for i, layer in enumerate(self._layers[:stop]):
             w, b = self._params(xp, theta, layer)
-            vw, vb = self._params(xp, tangents, layer)
-            z = layer.w_coef * xp.matmul(a, w)
-            dz = layer.w_coef * xp.matmul(a, vw)  # (K, N, fan_out)
-            if da is not None:
-                dz = dz + layer.w_coef * xp.matmul(da, w)
-            if b is not None:
-                assert vb is not None  # a layer with a bias has its tangent's bias block
-                z = z + layer.b_coef * b
-                dz = dz + layer.b_coef * vb
-            if i == last:
-                return dz
-            a, da = act.fn(xp, z), act.deriv(xp, z) * dz
+            z = _affine(xp, layer, a, w, b)
+            if tangents is not None:
+                dz = None if da is None else _affine(xp, layer, da, w, None)
+                if own or i < stop - 1:
+                    vw, vb = self._params(xp, tangents, layer)
+                    mine = _affine(xp, layer, a, vw, vb)  # (K, N, fan_out)
+                    dz = mine if dz is None else dz + mine
+            if i == stop - 1:
+                return a, z, dz
+            a = act.fn(xp, z)
+            if dz is not None:
+                da = act.deriv(xp, z) * dz
         raise AssertionError("unreachable: an MLP has at least one layer")
 
     def check_theta(self, theta: Array, *, batched: bool) -> None:
@@ -438,12 +577,7 @@ class MLP:
         last = len(self._layers) - 1
         for i, layer in enumerate(self._layers):
             w, b = self._params(xp, theta, layer)
-            z = xp.matmul(a, w)
-            # z is fresh: scale and shift it in place (no (B, N, width) temporaries)
-            if layer.w_coef != 1.0:
-                z *= layer.w_coef
-            if b is not None:
-                z += b if layer.b_coef == 1.0 else layer.b_coef * b
+            z = _affine(xp, layer, a, w, b)
             if keep_trace:
                 trace.append((a, z))
             a = z if i == last else act.fn(xp, z)

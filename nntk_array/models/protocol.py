@@ -32,6 +32,10 @@ user's class) can offer the structured treatment without inheriting from anythin
     Jacobian-vector products J(x) vᵀ for tangents (K, P), shape (K, N, O).
 ``linear_blocks``
     ``(start, stop)`` ranges of θ that enter the output linearly.
+``last_layer`` and ``hidden_pass(thetas, x, tangents=None)``
+    A network whose output is an affine readout of its last hidden layer (a
+    :class:`LastLayer`), and that layer's input and pre-activations (with their
+    forward-mode tangents): the variance-reduced kernel estimators use them.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from .._validate import check_ndim
 from .._xp import resolve
 from ..backends.autodiff import jacobian, jvp
 
-__all__ = ["Bound", "Model", "NTKTerm", "bind", "check_inputs"]
+__all__ = ["Bound", "LastLayer", "Model", "NTKTerm", "bind", "check_inputs"]
 
 
 @runtime_checkable
@@ -109,6 +113,30 @@ class NTKTerm:
     delta: Array | None
 
 
+@dataclass(frozen=True)
+class LastLayer:
+    """Where the last hidden layer and the readout of a network live in θ.
+
+    The network is ``f = c_v φ(z) V + c_o b_o`` with ``z = c_w a W + c_b b`` the last hidden
+    layer's pre-activations (``a`` its input, ``W`` of shape (fan_in, width) stored
+    row-major from ``w_start``, ``b`` from ``b_start``), ``φ`` the activation, ``V`` of shape
+    (width, O) from ``v_start`` and ``b_o`` from ``bo_start``; parameters ``[0, w_start)``
+    belong to the earlier layers. Biases are ``None`` where the network has none.
+    """
+
+    activation: str
+    fan_in: int
+    width: int
+    w_start: int
+    b_start: int | None
+    v_start: int
+    bo_start: int | None
+    c_w: float
+    c_b: float
+    c_v: float
+    c_o: float
+
+
 Evaluate = Callable[[Array], Array]
 
 
@@ -131,6 +159,10 @@ class Bound:
     jvp: Callable[[Array, Array, Array], Array]
     jacobian_mode: str | None
     linear_blocks: tuple[tuple[int, int], ...]
+    last_layer: LastLayer | None = None
+    hidden_pass: Callable[..., tuple[Array, Array, Array | None]] | None = None
+    #: the model offers its own ``jvp`` (structure or its framework's autodiff)
+    own_jvp: bool = False
 
 
 def _as_3d(out: Array) -> Array:
@@ -193,6 +225,7 @@ def bind(f: Any, xp: Namespace, theta: Array, x1: Array, x2: Array | None = None
     if per_input is None:  # what a Jacobian term holds
         per_input = n_out * p
     model_jvp = getattr(f, "jvp", None)
+    own_jvp = model_jvp is not None
     if model_jvp is None:
         model_jvp = _autodiff_jvp(xp, apply)
     return Bound(
@@ -205,6 +238,9 @@ def bind(f: Any, xp: Namespace, theta: Array, x1: Array, x2: Array | None = None
         jvp=model_jvp,
         jacobian_mode=mode,
         linear_blocks=tuple(getattr(f, "linear_blocks", ())),
+        last_layer=getattr(f, "last_layer", None),
+        hidden_pass=getattr(f, "hidden_pass", None),
+        own_jvp=own_jvp,
     )
 
 

@@ -1,0 +1,435 @@
+"""Variance-reduced estimation of the Gaussian nonlocal NTK; every reduction keeps the estimand.
+
+The kernel splits over blocks β of parameters, Θ(x, x') = Σ_β ∇_β f_σ(x)·∇_β f_σ(x'). Each
+block gets per-sample vectors t_m(x) whose mean is exactly unbiased for ∇_β f_σ(x):
+
+readout (``"readout"``; f = c_v φ(z) V + c_o b_o is linear in V and b_o)
+    ∇_V f_σ = c_v E φ(z(θ + σu)): t_m = c_v φ(z(θ + σu_m)), the perturbed features, with the
+    readout itself left unperturbed (its noise term σ u_V·φ is gone); b_o adds c_o² exactly.
+units (``"units"``; given the readout, f is a sum over the last hidden layer's units)
+    unit j's own parameters (column j of W, b_j) enter only its own term, so its Stein sum
+    keeps only that term: t_m = c_v V_j (φ(z_j(θ + σu_m)) − φ(z_j(θ))) u_{m,j} / σ.
+earlier layers (Stein)
+    t_m = (f(θ + σu_m) − f(θ)) u_{m,rest} / σ, perturbing all non-readout parameters.
+control variate (``"jvp"``)
+    the model's linearization is subtracted from every difference and added back exactly:
+    t_m = ∇_β f(x) + (Δ_m − σ J u_m) u_{m,β} / σ (mean zero correction, exact for affine f),
+    and the readout features become φ(z_m) − σ φ'(z) ż_m (E ż_m = 0).
+
+Antithetic sampling replaces the differences by (f(θ + σu) − f(θ − σu))/2 and the features
+by their mirrored mean. Samples fall into B batches (the jackknife batches, contiguous rows);
+with T_a the batch sums of the concatenated t and M_a their sizes, the kernel is the
+U-statistic over pairs of *different* batches,
+
+    K = (S Sᵀ − Σ_a T_a T_aᵀ) / (M² − Σ_a M_a²) + c_o²,      S = Σ_a T_a,
+
+exactly unbiased because different batches are independent, and deleting a batch from both
+sums gives the delete-a-batch jackknife at no extra evaluation. Memory: the B batch sums,
+B·N·F numbers with F = width + width·(fan_in + 1) + O·(earlier parameters) for the MLP
+(O·P for the control variate alone), which is why a reduction applies only where they fit
+the memory budget (docs: Mathematics, 'Variance reduction').
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .._typing import Array, Namespace
+from ..backends.autodiff import has_autodiff
+from ..models.activations import ACTIVATIONS
+from ..models.mlp import SMALL_CONTRACTION, dense
+from ..models.protocol import Bound, LastLayer
+from .estimators import batch_bounds, jackknife
+from .plan import JACKKNIFE_BATCHES
+
+__all__ = ["Reduction", "choose", "compute"]
+
+#: activations whose almost-everywhere derivative is zero: a control variate is void there
+_FLAT = ("sign", "step")
+#: share of the memory budget the batch sums may take
+SUMS_SHARE = 2
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """The reductions one call applies: ``rest`` is the end of the parameters estimated by
+    Stein sums (``[0, rest)``), ``features`` the length of one input's t per output set."""
+
+    readout: bool
+    units: bool
+    jvp: bool
+    rest: int
+    features: int
+
+
+def _layout(names: tuple[str, ...], model: Bound) -> Reduction:
+    readout, units, jvp = "readout" in names, "units" in names, "jvp" in names
+    o, last = model.num_outputs, model.last_layer
+    if not readout:
+        return Reduction(False, False, jvp, model.num_params, o * model.num_params)
+    assert last is not None
+    rest = last.w_start if units else last.v_start
+    unit_size = last.width * (last.fan_in + (last.b_start is not None)) if units else 0
+    return Reduction(True, units, jvp, rest, last.width + unit_size + o * rest)
+
+
+def choose(
+    requested: str | tuple[str, ...],
+    model: Bound,
+    xp: Namespace,
+    *,
+    applicable: str | None,
+    n_rows: int,
+    budget: int,
+    acc_size: int,
+) -> Reduction | None:
+    """The reductions of a call: ``requested`` (``"auto"`` or names) checked against the
+    model and options; ``applicable`` is ``None`` or why no reduction can apply (then
+    ``"auto"`` means none and explicit names are an error)."""
+    if requested == () or (requested == "auto" and applicable is not None):
+        return None
+    if applicable is not None:
+        raise ValueError(f"`variance_reduction` {requested!r} needs {applicable}")
+    last = model.last_layer
+    structured = last is not None and model.hidden_pass is not None
+    jvp_ok = has_autodiff(xp) or (model.own_jvp and model.jacobian_mode is None)
+    if requested == "auto":
+        names: tuple[str, ...] = ("readout", "units") if structured else ()
+        flat = last is not None and last.activation in _FLAT
+        # plain callables would get one autodiff JVP per direction: not worth it by default
+        if jvp_ok and model.own_jvp and not flat:
+            names = ("jvp", *names)
+    else:
+        names = tuple(requested)
+        if "readout" in names and not structured:
+            raise ValueError(
+                "`variance_reduction` 'readout' and 'units' need a model with a last hidden "
+                "layer and a readout (`last_layer` and `hidden_pass`, as nk.MLP has)"
+            )
+        if "jvp" in names and not jvp_ok:
+            raise ValueError(
+                "`variance_reduction` 'jvp' needs Jacobian-vector products: a model with "
+                "`jvp` and `ntk_terms` (nk.MLP) or an array library with autodiff"
+            )
+    if not names:
+        return None
+    layout = _layout(names, model)
+    need = JACKKNIFE_BATCHES * n_rows * layout.features * acc_size
+    if need > budget // SUMS_SHARE:
+        if requested == "auto":
+            return None
+        raise ValueError(
+            f"`variance_reduction` {requested!r} keeps {JACKKNIFE_BATCHES} batch sums of "
+            f"{layout.features} numbers per input ({need / 2**20:.0f} MiB), more than half of "
+            "`memory_budget`: raise the budget or use variance_reduction='none'"
+        )
+    return layout
+
+
+@dataclass(frozen=True)
+class _Base:
+    """What the unperturbed model gives once per call: outputs or hidden features, and the
+    exact gradients e (N, F) the control variate adds back (zeros without it)."""
+
+    f0: Array | None
+    a0: Array | None
+    slope: Array | None
+    exact: Array | None
+    inputs: Array | None  # [c_w a, c_b] of the last hidden layer at θ, (N, k)
+
+
+def compute(problem: Any) -> Array | tuple[Array, Array]:
+    """The variance-reduced kernel of a :class:`~nntk_array._mc.kernel.Problem` (and its
+    jackknife standard error when asked)."""
+    xp, red = problem.xp, problem.reduction
+    x, acc = problem.inputs.x, problem.acc
+    theta = xp.astype(problem.theta, acc, copy=False)
+    model: Bound = problem.model
+    last = model.last_layer
+    sigma = problem.form.sigma
+    antithetic = problem.spec.estimator.sampling == "antithetic"
+    base = _base(xp, problem, theta, x, red)
+    features = (
+        _structured(xp, model, theta, x, red, base, sigma, antithetic)
+        if red.readout
+        else _generic(xp, model, theta, x, red, base, sigma, antithetic)
+    )
+    dirs, chunk = problem.dirs, max(1, problem.plan.chunk // 2)
+    bounds = batch_bounds(problem.groups, JACKKNIFE_BATCHES)
+    sums, counts = [], []
+    for b0, b1 in bounds:
+        total = None
+        for c0 in range(b0, b1, chunk):
+            u = xp.astype(dirs.rows(c0, min(c0 + chunk, b1)), acc, copy=False)
+            part = features(u)
+            total = part if total is None else total + part
+        assert total is not None
+        if base.exact is not None:
+            total = total + (b1 - b0) * base.exact
+        sums.append(total)
+        counts.append(b1 - b0)
+    const = last.c_o**2 if red.readout and last is not None else 0.0
+    result = _combine(xp, problem, sums, counts, const)
+    if not problem.spec.full:  # outputs="full" reaches here for one output only
+        return result
+    if isinstance(result, tuple):
+        return result[0][:, :, None, None], result[1][:, :, None, None]
+    return result[:, :, None, None]
+
+
+def _base(xp: Namespace, problem: Any, theta: Array, x: Array, red: Reduction) -> _Base:
+    model: Bound = problem.model
+    if not red.readout:
+        f0 = (
+            None
+            if problem.spec.estimator.sampling == "antithetic"
+            else model.evaluate(theta[None, :], x)
+        )
+        exact = None
+        if red.jvp:
+            jac = _jacobian(xp, model, theta, x, red.rest)  # (N, O, P)
+            exact = xp.reshape(jac, (x.shape[0], -1)) / math.sqrt(model.num_outputs)
+        return _Base(f0, None, None, exact, None)
+    last = model.last_layer
+    assert last is not None
+    assert model.hidden_pass is not None
+    act = ACTIVATIONS[last.activation]
+    a_in, z0, _ = model.hidden_pass(theta[None, :], x)
+    z0 = z0[0, ...]
+    slope = act.deriv(xp, z0)  # (N, width)
+    inputs = _unit_inputs(xp, last, a_in if a_in.ndim == 2 else a_in[0, ...])  # (N, k)
+    exact = None
+    if red.jvp:
+        n = x.shape[0]
+        parts = [xp.zeros((n, last.width), dtype=theta.dtype, device=_dev(theta))]
+        if red.units:
+            w = _unit_weights(xp, last, theta, model.num_outputs)
+            parts.append(xp.reshape((w[None, :] * slope)[:, :, None] * inputs[:, None, :], (n, -1)))
+        if red.rest:
+            jac = _jacobian(xp, model, theta, x, red.rest)
+            parts.append(xp.reshape(jac, (n, -1)) / math.sqrt(model.num_outputs))
+        exact = xp.concat(parts, axis=1)
+    return _Base(None, act.fn(xp, z0), slope, exact, inputs)
+
+
+def _dev(a: Array) -> Any:
+    from array_api_compat import device
+
+    return device(a)
+
+
+def _unit_inputs(xp: Namespace, last: LastLayer, a_in: Array) -> Array:
+    """[c_w a, c_b]: what unit j's parameters multiply, (..., fan_in (+ 1))."""
+    scaled = last.c_w * a_in
+    if last.b_start is None:
+        return scaled
+    ones = xp.full((*a_in.shape[:-1], 1), last.c_b, dtype=a_in.dtype, device=_dev(a_in))
+    return xp.concat([scaled, ones], axis=-1)
+
+
+def _jacobian(xp: Namespace, model: Bound, theta: Array, x: Array, stop: int) -> Array:
+    """∂f/∂θ[:stop] at θ, (N, O, stop): from the model's per-layer NTK factors (weights
+    ``a ⊗ δ``, biases ``c_b δ``), or the autodiff Jacobian term."""
+    terms = model.ntk_terms(xp, theta, x)
+    if len(terms) == 1 and terms[0].a is None:
+        assert terms[0].delta is not None
+        return terms[0].delta[..., :stop]
+    parts, size = [], 0
+    for t in terms:
+        if size >= stop:
+            break
+        assert t.a is not None
+        delta = t.delta
+        if delta is None:  # the readout: the identity on the outputs
+            o = model.num_outputs
+            eye = xp.eye(o, dtype=t.a.dtype, device=_dev(t.a))
+            delta = xp.broadcast_to(eye[None, ...], (t.a.shape[0], o, o))
+        n, o, k = delta.shape
+        parts.append(xp.reshape(t.a[:, None, :, None] * delta[:, :, None, :], (n, o, -1)))
+        if t.bias_sq:
+            parts.append(math.sqrt(t.bias_sq) * delta)
+        size += t.a.shape[1] * k + (k if t.bias_sq else 0)
+    jac = xp.concat(parts, axis=2)
+    return jac[..., :stop]
+
+
+def _generic(
+    xp: Namespace,
+    model: Bound,
+    theta: Array,
+    x: Array,
+    red: Reduction,
+    base: _Base,
+    sigma: float,
+    antithetic: bool,
+) -> Callable[[Array], Array]:
+    """Per-chunk sums of t_m = Δ̃_m u_m/σ over all parameters (the control variate)."""
+    n, o = x.shape[0], model.num_outputs
+    scale = 1.0 / (sigma * math.sqrt(o))
+
+    def sums(u: Array) -> Array:
+        h = sigma * u
+        if antithetic:
+            d = 0.5 * (model.evaluate(theta + h, x) - model.evaluate(theta - h, x))
+        else:
+            assert base.f0 is not None
+            d = model.evaluate(theta + h, x) - base.f0
+        if red.jvp:
+            d = d - sigma * model.jvp(theta, x, u)
+        rows = xp.reshape(xp.permute_dims(d, (1, 2, 0)), (n * o, -1))  # (N·O, B)
+        return xp.reshape(xp.matmul(rows, u), (n, -1)) * scale
+
+    return sums
+
+
+def _structured(
+    xp: Namespace,
+    model: Bound,
+    theta: Array,
+    x: Array,
+    red: Reduction,
+    base: _Base,
+    sigma: float,
+    antithetic: bool,
+) -> Callable[[Array], Array]:
+    """Per-chunk sums of [readout features | per-unit Stein | earlier-layer Stein]."""
+    last = model.last_layer
+    hidden = model.hidden_pass
+    assert last is not None
+    assert hidden is not None
+    assert base.a0 is not None
+    assert base.slope is not None
+    act = ACTIVATIONS[last.activation]
+    n, o, width = x.shape[0], model.num_outputs, last.width
+    v = xp.reshape(theta[last.v_start : last.v_start + width * o], (width, o))
+    rest = red.rest
+    w = _unit_weights(xp, last, theta, o)[:, None] / sigma
+    slope = base.slope
+    inputs = base.inputs
+
+    def sums(u: Array) -> Array:
+        b = u.shape[0]
+        h = sigma * u
+        a_p = act.fn(xp, hidden(theta + h, x)[1])  # (B, N, width)
+        if antithetic:
+            a_m = act.fn(xp, hidden(theta - h, x)[1])
+            feats, delta = 0.5 * (xp.sum(a_p, axis=0) + xp.sum(a_m, axis=0)), 0.5 * (a_p - a_m)
+        else:
+            feats, delta = xp.sum(a_p, axis=0), a_p - base.a0
+        cols = _unit_coordinates(xp, last, u)  # (B, width) each: unit j's direction
+        if red.jvp:
+            # the linearization σ φ'(z) ż_m is subtracted where it is cheapest: the part
+            # through earlier layers per sample, each unit's own part and the readout's
+            # through sums (ż is linear in u)
+            up = hidden(theta[None, :], x, u, own=False)[2]
+            if up is not None:
+                delta = delta - sigma * (slope * up)
+            if not antithetic:  # mirrored features have no linear term to remove
+                dz = hidden(theta[None, :], x, xp.sum(u, axis=0)[None, :])[2]
+                assert dz is not None
+                feats = feats - sigma * (slope * dz[0, ...])
+        parts = [last.c_v * feats]  # (N, width)
+        if red.units:
+            q = _unit_sums(xp, delta, cols)  # (N, width, k)
+            if red.jvp:
+                q = q - sigma * slope[:, :, None] * _own_second_moments(xp, inputs, cols)
+            parts.append(xp.reshape(q * w, (n, -1)))
+        if rest:
+            d = last.c_v * dense(xp, delta, v)  # (B, N, O): the output difference
+            if red.jvp and not red.units:  # the last layer's own linear response
+                d = d - (sigma * last.c_v) * _own_response(xp, inputs, slope, v, cols)
+            rows = xp.reshape(xp.permute_dims(d, (1, 2, 0)), (n * o, b))
+            s = xp.matmul(rows, u[:, :rest]) / (sigma * math.sqrt(o))
+            parts.append(xp.reshape(s, (n, -1)))
+        return xp.concat(parts, axis=1)
+
+    return sums
+
+
+def _unit_coordinates(xp: Namespace, last: LastLayer, u: Array) -> list[Array]:
+    """Unit j's coordinates of the directions u (B, P): weights from each input, then the
+    bias, as a list of (B, width) arrays (the order of :func:`_unit_inputs`)."""
+    k, width = last.fan_in, last.width
+    uw = xp.reshape(u[:, last.w_start : last.w_start + k * width], (u.shape[0], k, width))
+    cols = [uw[:, i, :] for i in range(k)]
+    if last.b_start is not None:
+        cols.append(u[:, last.b_start : last.b_start + width])
+    return cols
+
+
+def _own_second_moments(xp: Namespace, inputs: Array, cols: list[Array]) -> Array:
+    """Σ_m ż_jm u_jm over a chunk for each unit's own tangent ż_jm = inputs·u_jm:
+    inputs (N, k) times each unit's second moments C_j = Σ_m u_jm u_jmᵀ, (N, width, k)."""
+    if len(cols) <= SMALL_CONTRACTION:
+        c = xp.stack(
+            [xp.stack([xp.sum(ci * cl, axis=0) for cl in cols], axis=1) for ci in cols], axis=1
+        )  # (width, k, k)
+    else:
+        uu = xp.permute_dims(xp.stack(cols, axis=2), (1, 0, 2))  # (width, B, k)
+        c = xp.matmul(xp.permute_dims(uu, (0, 2, 1)), uu)
+    return xp.permute_dims(xp.matmul(inputs[None, ...], c), (1, 0, 2))
+
+
+def _own_response(xp: Namespace, inputs: Array, slope: Array, v: Array, cols: list[Array]) -> Array:
+    """The outputs' linear response to the last hidden layer's own directions,
+    Σ_j φ'(z_j) V_jo (inputs·u_jm), (B, N, O)."""
+    sv = xp.permute_dims(slope[:, :, None] * v[None, ...], (0, 2, 1))  # (N, O, width)
+    total = None
+    for i, c in enumerate(cols):
+        part = xp.matmul(sv, xp.permute_dims(c, (1, 0))) * inputs[:, i][:, None, None]
+        total = part if total is None else total + part
+    assert total is not None
+    return xp.permute_dims(total, (2, 0, 1))
+
+
+def _unit_sums(xp: Namespace, delta: Array, cols: list[Array]) -> Array:
+    """Σ_m delta[m, n, j] c[m, j] for each of the unit's direction coordinates c (B, width):
+    (N, width, k) — broadcast products for few coordinates, else one matmul per unit."""
+    if len(cols) <= SMALL_CONTRACTION:
+        return xp.stack([xp.sum(delta * c[:, None, :], axis=0) for c in cols], axis=2)
+    uu = xp.permute_dims(xp.stack(cols, axis=2), (1, 0, 2))  # (width, B, k)
+    q = xp.matmul(xp.permute_dims(delta, (2, 1, 0)), uu)  # (width, N, k)
+    return xp.permute_dims(q, (1, 0, 2))
+
+
+def _unit_weights(xp: Namespace, last: LastLayer, theta: Array, o: int) -> Array:
+    """c_v·rms_o(V_jo) per unit j, (width,): the kernel averages V_jo² over outputs."""
+    v = xp.reshape(theta[last.v_start : last.v_start + last.width * o], (last.width, o))
+    return last.c_v * xp.sqrt(xp.mean(v * v, axis=1))
+
+
+def _combine(
+    xp: Namespace, problem: Any, sums: list[Array], counts: list[int], const: float
+) -> Array | tuple[Array, Array]:
+    """The U-statistic over pairs of different batches and its delete-a-batch jackknife."""
+    n1, n2 = problem.inputs.n1, problem.inputs.n2
+    t1 = [s[:n1, :] for s in sums]
+    t2 = t1 if n2 is None else [s[n1:, :] for s in sums]
+    s1 = sum(t1[1:], t1[0])
+    s2 = s1 if n2 is None else sum(t2[1:], t2[0])
+    own = [xp.matmul(a, xp.permute_dims(b, (1, 0))) for a, b in zip(t1, t2, strict=True)]
+    diag = sum(own[1:], own[0])
+    full = xp.matmul(s1, xp.permute_dims(s2, (1, 0)))
+    m, sq = sum(counts), sum(c * c for c in counts)
+    kernel = (full - diag) / float(m * m - sq) + const
+    dtype = problem.theta.dtype
+    if not problem.spec.stderr:
+        return xp.astype(kernel, dtype, copy=False)
+
+    def dropped() -> Any:
+        for a, b, d in zip(t1, t2, own, strict=True):
+            left = xp.matmul(a, xp.permute_dims(s2, (1, 0))) + xp.matmul(
+                s1, xp.permute_dims(b, (1, 0))
+            )
+            yield full - left + 2.0 * d - diag
+
+    shape = (n1, n1 if n2 is None else n2)
+    dens = (
+        xp.full(shape, float((m - c) ** 2 - (sq - c * c)), dtype=kernel.dtype, device=_dev(kernel))
+        for c in counts
+    )
+    se = jackknife(xp, dropped(), dens, False)
+    return xp.astype(kernel, dtype, copy=False), xp.astype(se, dtype, copy=False)
