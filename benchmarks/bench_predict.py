@@ -62,7 +62,7 @@ class AnalyticNTK(XPBenchmark):
 
 
 class Study:
-    """``python -m nntk_array reproduce --quick`` on NumPy, table and figure included."""
+    """``python -m nntk_array reproduce --quick`` on NumPy, tables, JSON and figures included."""
 
     timeout = 300
 
@@ -74,4 +74,4 @@ class Study:
         from nntk_array.__main__ import main
 
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-            main(["reproduce", "--quick", "--out", f"{tmp}/study.png"])
+            main(["reproduce", "--quick", "--out", f"{tmp}/study"])

@@ -1,14 +1,17 @@
 """Command line of nntk_array.
 
 ``python -m nntk_array reproduce`` runs the kernel study (local vs nonlocal NTK on non-smooth
-targets) and prints its table and writes its figure; ``demo`` prints a local and a nonlocal NTK.
+targets, cross-validated, over seeds), prints its report and writes its tables, per-seed
+results and figures to ``--out``; ``demo`` prints a local and a nonlocal NTK.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -44,8 +47,30 @@ def _demo() -> None:
     print(f"  +/- std. err. {row(np.diag(stderr))}")
 
 
-def _reproduce(args: argparse.Namespace) -> None:
-    from .experiments import StudyConfig, format_table, plot_study, progress_printer, run_study
+def _out_dir(path: str) -> Path:
+    """Create (if needed) and check the output directory; raise ``ValueError`` with the
+    reason when it cannot be used."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{path!r} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ValueError(f"{path!r} is not a writable directory ({err.strerror or err})") from None
+    return out
+
+
+def _reproduce(args: argparse.Namespace, out: Path) -> None:
+    from .study import (
+        ProgressBar,
+        StudyConfig,
+        format_report,
+        run_study,
+        total_steps,
+        write_outputs,
+    )
 
     try:
         xp, device = load(args.backend, args.device, x64=args.dtype == "float64")
@@ -55,13 +80,15 @@ def _reproduce(args: argparse.Namespace) -> None:
     config = (
         StudyConfig.quick(args.seeds or 2) if args.quick else StudyConfig(seeds=args.seeds or 5)
     )
-    result = run_study(xp, dtype=dtype, device=device, config=config, progress=progress_printer())
+    bar = ProgressBar(total_steps(config))
+    result = run_study(xp, dtype=dtype, device=device, config=config, progress=bar)
+    bar.close()
     label = args.backend + ("" if device is None else f" ({device})") + f", {args.dtype}"
-    print(format_table(result, backend=label))
-    if plot_study(result, args.out):
-        print(f"figure: {args.out}")
-    else:
-        print('figure skipped: matplotlib is not installed (pip install "nntk-array[plot]")')
+    print(format_report(result, backend=label))
+    files = write_outputs(result, out, backend=label)
+    print(f"written to {out}/: " + ", ".join(f.name for f in files))
+    if not any(f.suffix == ".png" for f in files):
+        print('figures skipped: matplotlib is not installed (pip install "nntk-array[plot]")')
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,18 +97,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"nntk_array {__version__}")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("demo", help="print a local NTK and a nonlocal NTK on NumPy")
-    rep = sub.add_parser("reproduce", help="run the kernel study: table on stdout, figure to --out")
+    rep = sub.add_parser(
+        "reproduce",
+        help="run the kernel study: report on stdout, tables, JSON and figures to --out",
+    )
     rep.add_argument("--backend", choices=LIBRARIES, default="numpy")
     rep.add_argument("--device", default=None, help="e.g. cuda (torch), gpu (JAX), 0 (CuPy)")
     rep.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     rep.add_argument("--seeds", type=int, default=None, help="seeds (default 5; 2 with --quick)")
     rep.add_argument("--quick", action="store_true", help="a small version (seconds)")
-    rep.add_argument("--out", default="nntk_study.png", help="figure path")
+    rep.add_argument(
+        "--out",
+        default="nntk_study",
+        help="directory for table.md, table.csv, results.json and the figures (created if "
+        "missing; default: nntk_study)",
+    )
     args = parser.parse_args(argv)
     if args.command == "reproduce":
         if args.seeds is not None and args.seeds < 2:
             parser.error("--seeds must be >= 2")
-        _reproduce(args)
+        try:
+            out = _out_dir(args.out)
+        except ValueError as err:
+            parser.error(f"--out: {err}")
+        _reproduce(args, out)
     else:
         _demo()
     return 0

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from nntk_array.__main__ import main
 
@@ -48,3 +49,20 @@ def test_module_entry_point():
         check=True,
     )
     assert out.stdout.startswith("nntk_array ")
+
+
+def test_reproduce_refuses_a_bad_out_before_any_work(tmp_path, monkeypatch, capsys):
+    import nntk_array.study
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the study must not start")
+
+    monkeypatch.setattr(nntk_array.study, "run_study", no_work)
+    a_file = tmp_path / "report.txt"
+    a_file.write_text("")
+    for bad, reason in ((a_file, "is not a directory"), (a_file / "sub", "not a writable")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["reproduce", "--quick", "--out", str(bad)])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert "--out" in err and reason in err and "Traceback" not in err
