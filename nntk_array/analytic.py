@@ -40,7 +40,7 @@ from .backends.special import erf
 from .backends.tracing import is_concrete
 from .options import renamed
 
-__all__ = ["ACTIVATIONS", "finite_width_nntk", "nngp", "ntk", "smoothed_activation"]
+__all__ = ["ACTIVATIONS", "finite_width_nntk", "nngp", "ntk"]
 
 ACTIVATIONS = ("relu", "erf", "sign")
 

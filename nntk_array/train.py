@@ -12,7 +12,6 @@ one-hidden-layer MLP.
 
 from __future__ import annotations
 
-import itertools
 import math
 import secrets
 from collections.abc import Callable
@@ -36,9 +35,7 @@ from .analytic import ACTIVATIONS as EXACT_ACTIVATIONS
 from .analytic import smoothed_activation
 from .backends.autodiff import has_autodiff, residual_grad
 from .backends.random import Generator
-from .models.activations import ACTIVATIONS
-from .models.mlp import MLP
-from .models.protocol import Bound, Model, bind
+from .models.protocol import Bound, LastLayer, Model, bind
 from .nonlocal_grad import nonlocal_grad
 from .options import Estimator, Resources, check_seed
 
@@ -263,8 +260,8 @@ def train(
         step = _exact_step(xp, net, x, targets, sigma_value)
     elif mc is not None:
         step = _monte_carlo_step(xp, model, x, targets, sigma_value, mc)
-    elif isinstance(f, MLP):
-        step = _backprop_step(xp, f, x, targets, _activation(f.activation))
+    elif model.jacobian_mode is None:  # the model's own NTK factors: backpropagation
+        step = _factors_step(xp, model, x, targets)
     elif has_autodiff(xp):
         step = _autodiff_step(xp, model, x, targets)
     else:
@@ -464,101 +461,74 @@ def _smoothed_outputs(
     return total / (2 * pairs)
 
 
-def _activation(name: str) -> tuple[_Activation, _Activation]:
-    act = ACTIVATIONS[name]
-    return act.fn, act.deriv
+def _factors_step(xp: Namespace, model: Bound, x: Array, targets: Array) -> _Step:
+    """Jᵀ(f − y) from the model's per-layer NTK factors, J = a ⊗ δ per layer (weights
+    row-major (fan_in, fan_out), then c_b δ for the bias): the backward pass they hold."""
 
-
-def _layers(net: MLP) -> list[tuple[int, int, float, float]]:
-    """(fan_in, fan_out, weight coefficient, bias coefficient) per layer, from the layout
-    and parameterizations :class:`~nntk_array.MLP` documents."""
-    widths = (net.in_features, *net.hidden, net.out_features)
-    ntk = net.parameterization == "ntk"
-    return [
-        (
-            fan_in,
-            fan_out,
-            net.weight_std / math.sqrt(fan_in) if ntk else 1.0,
-            net.bias_std if ntk else 1.0,
-        )
-        for fan_in, fan_out in itertools.pairwise(widths)
-    ]
-
-
-def _backprop(
-    xp: Namespace,
-    net: MLP,
-    theta: Array,
-    x: Array,
-    targets: Array,
-    fn: _Activation,
-    deriv: _Activation,
-    want_grad: bool,
-) -> tuple[Array, Array | None]:
-    """Outputs (N, O) of ``net`` with activation ``fn`` and, by backpropagation with its
-    derivative ``deriv``, the gradient Jᵀ(out − y) (P,) in the MLP's parameter layout:
-    per layer the weights (fan_in, fan_out) row-major, then the bias."""
-    layers = _layers(net)
-    a, trace, start = x, [], 0
-    for i, (fan_in, fan_out, c_w, c_b) in enumerate(layers):
-        w = xp.reshape(theta[start : start + fan_in * fan_out], (fan_in, fan_out))
-        start += fan_in * fan_out
-        z = c_w * xp.matmul(a, w)
-        if net.bias:
-            z = z + c_b * theta[start : start + fan_out]
-            start += fan_out
-        trace.append((a, z, w))
-        a = z if i == len(layers) - 1 else fn(xp, z)
-    if not want_grad:
-        return a, None
-    delta = a - targets  # ∂L/∂z of the output layer, (N, O)
-    blocks: list[Array] = []
-    for i in range(len(layers) - 1, -1, -1):
-        a_in, _, w = trace[i]
-        _, _, c_w, c_b = layers[i]
-        if net.bias:
-            blocks.append(c_b * xp.sum(delta, axis=0))
-        blocks.append(xp.reshape(c_w * xp.matmul(xp.permute_dims(a_in, (1, 0)), delta), (-1,)))
-        if i > 0:
-            delta = c_w * xp.matmul(delta, xp.permute_dims(w, (1, 0))) * deriv(xp, trace[i - 1][1])
-    return a, xp.concat(blocks[::-1])
-
-
-def _backprop_step(
-    xp: Namespace, net: MLP, x: Array, targets: Array, act: tuple[_Activation, _Activation]
-) -> _Step:
     def step(theta: Array, t: int, want_grad: bool) -> tuple[Array, Array | None]:
-        return _backprop(xp, net, theta, x, targets, *act, want_grad)
+        out = model.evaluate(theta[None, :], x)[0, ...]
+        if not want_grad:
+            return out, None
+        r = out - targets  # (N, O)
+        blocks = []
+        for term in model.ntk_terms(xp, theta, x):
+            assert term.a is not None  # structured factors, not an autodiff Jacobian
+            rd = r if term.delta is None else xp.sum(r[:, :, None] * term.delta, axis=1)
+            blocks.append(xp.reshape(xp.matmul(xp.permute_dims(term.a, (1, 0)), rd), (-1,)))
+            if term.bias_sq:
+                blocks.append(math.sqrt(term.bias_sq) * xp.sum(rd, axis=0))
+        return out, xp.concat(blocks)
 
     return step
 
 
-def _exact_network(f: Any) -> MLP:
-    if not isinstance(f, MLP) or len(f.hidden) != 1 or f.activation not in EXACT_ACTIVATIONS:
+def _exact_network(f: Any) -> LastLayer:
+    last: LastLayer | None = getattr(f, "last_layer", None)
+    if last is None or last.w_start != 0 or last.activation not in EXACT_ACTIVATIONS:
         raise ValueError(
             "`exact=True` needs a one-hidden-layer nk.MLP with activation "
             f"{', '.join(map(repr, EXACT_ACTIVATIONS))} (the closed forms of f_σ); got "
             f"{f!r}. Use the Monte Carlo smoothed loss (`samples=`) for other models"
         )
-    return f
+    return last
 
 
-def _exact_step(xp: Namespace, net: MLP, x: Array, targets: Array, sigma: float) -> _Step:
+def _exact_step(xp: Namespace, last: LastLayer, x: Array, targets: Array, sigma: float) -> _Step:
     """The smoothed one-hidden-layer network is the same network with φ replaced by
     φ̃_s(μ) = E φ(μ + s g): every parameter's perturbation shifts unit j's pre-activation by
     independent noise of scale s(x) = σ √(c_w² ‖x‖² + c_b²), the readout's averages out.
     Backpropagating through φ̃_s with its derivative in μ gives J_σᵀ(f_σ − y) exactly."""
-    _, _, c_w, c_b = _layers(net)[0]
-    sq = c_w**2 * xp.sum(x * x, axis=1, keepdims=True) + (c_b**2 if net.bias else 0.0)
+    sq = last.c_w**2 * xp.sum(x * x, axis=1, keepdims=True) + last.c_b**2
     s = sigma * xp.sqrt(sq)  # (N, 1): per input, shared by the units
     if not bool(xp.all(s > 0)):
         raise ValueError(
             "`exact=True` needs every input smoothed, s(x) > 0: a network without biases "
             "leaves the input x = 0 unperturbed"
         )
-    fn, deriv = smoothed_activation(xp, net.activation, s)
+    fn, deriv = smoothed_activation(xp, last.activation, s)
+    d, m, o = last.fan_in, last.width, targets.shape[1]
 
     def step(theta: Array, t: int, want_grad: bool) -> tuple[Array, Array | None]:
-        return _backprop(xp, net, theta, x, targets, fn, deriv, want_grad)
+        w = xp.reshape(theta[: d * m], (d, m))
+        z = last.c_w * xp.matmul(x, w)
+        if last.b_start is not None:
+            z = z + last.c_b * theta[last.b_start : last.b_start + m]
+        v = xp.reshape(theta[last.v_start : last.v_start + m * o], (m, o))
+        out = last.c_v * xp.matmul(fn(xp, z), v)
+        if last.bo_start is not None:
+            out = out + last.c_o * theta[last.bo_start :]
+        if not want_grad:
+            return out, None
+        r = out - targets
+        dz = last.c_v * xp.matmul(r, xp.permute_dims(v, (1, 0))) * deriv(xp, z)  # (N, m)
+        blocks = [xp.reshape(last.c_w * xp.matmul(xp.permute_dims(x, (1, 0)), dz), (-1,))]
+        if last.b_start is not None:
+            blocks.append(last.c_b * xp.sum(dz, axis=0))
+        blocks.append(
+            xp.reshape(last.c_v * xp.matmul(xp.permute_dims(fn(xp, z), (1, 0)), r), (-1,))
+        )
+        if last.bo_start is not None:
+            blocks.append(last.c_o * xp.sum(r, axis=0))
+        return out, xp.concat(blocks)
 
     return step

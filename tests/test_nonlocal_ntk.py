@@ -330,7 +330,9 @@ class TestStructure:
 
     def test_chunking_and_routes_do_not_change_the_estimate(self, make, dtype):
         model, theta, x1, x2 = self._setup(make)
-        ref = _np(nk.nntk(model, theta, x1, x2, sigma=0.2, samples=70, seed=3))
+        # the plain estimator's routes (the reduced one's chunking: tests/_mc/test_reduced.py)
+        plain = {"variance_reduction": "none"}
+        ref = _np(nk.nntk(model, theta, x1, x2, sigma=0.2, samples=70, seed=3, **plain))
         for kw in (
             {"samples_per_call": 1},
             {"samples_per_call": 17},
@@ -338,7 +340,7 @@ class TestStructure:
             {"route": "stream"},
             {"route": "gram", "samples_per_call": 64},
         ):
-            k = _np(nk.nntk(model, theta, x1, x2, sigma=0.2, samples=70, seed=3, **kw))
+            k = _np(nk.nntk(model, theta, x1, x2, sigma=0.2, samples=70, seed=3, **kw, **plain))
             np.testing.assert_allclose(
                 k,
                 ref,
@@ -353,7 +355,7 @@ class TestStructure:
         model, theta, x1, x2 = self._setup(make)
         for second, outputs in ((x2, "mean"), (None, "full")):
             kw = {"sigma": 0.2, "samples": 70, "seed": 3, "estimator": estimator}
-            kw["outputs"] = outputs
+            kw |= {"outputs": outputs, "variance_reduction": "none"}
             plain = _np(nk.nntk(model, theta, x1, second, **kw))
             ref_k, ref_se = nk.nntk(
                 model, theta, x1, second, route="gram", return_stderr=True, **kw
@@ -405,7 +407,19 @@ class TestStructure:
                     outputs="full",
                 )
             )
-            mean = _np(nk.nntk(model, theta, x1, x2, sigma=0.2, samples=40, seed=5, estimator=est))
+            mean = _np(
+                nk.nntk(
+                    model,
+                    theta,
+                    x1,
+                    x2,
+                    sigma=0.2,
+                    samples=40,
+                    seed=5,
+                    estimator=est,
+                    variance_reduction="none",  # the full block of two outputs has none
+                )
+            )
             assert full.shape == (5, 3, 2, 2)
             np.testing.assert_allclose(
                 np.trace(full, axis1=2, axis2=3) / 2,
@@ -417,7 +431,7 @@ class TestStructure:
     def test_explicit_samples_give_the_same_estimate_on_every_backend(self, make, dtype):
         model, theta, x1, _ = self._setup(make)
         u = np.random.default_rng(11).standard_normal((30, model.num_params))
-        k = nk.nntk(model, theta, x1, sigma=0.2, samples=make(u))
+        k = nk.nntk(model, theta, x1, sigma=0.2, samples=make(u), variance_reduction="none")
         th, x = _np(theta), _np(x1)
         u = _np(make(u))
         a = (model.apply(th[None, :] + 0.2 * u, x) - model.apply(th, x)[None]).transpose(1, 2, 0)
@@ -495,7 +509,7 @@ class TestAttention:
 
     @pytest.mark.parametrize("estimator", ["unbiased", "plugin", "sketch"])
     def test_infinite_temperature_is_the_fixed_kernel(self, make, dtype, estimator):
-        fixed = _np(self._run(make, estimator=estimator))
+        fixed = _np(self._run(make, estimator=estimator, variance_reduction="none"))
         att = _np(
             self._run(make, estimator=estimator, attention=nk.Attention(temperature=math.inf))
         )

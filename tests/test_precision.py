@@ -30,9 +30,10 @@ def _grad_f(thetas: object) -> object:
 
 
 def test_nntk_rtol_is_the_plain_estimate_at_the_samples_it_used(make):
-    est = nk.nntk(MODEL, make(THETA), make(X), sigma=0.3, samples=16, rtol=0.2, seed=0)
+    # the default (variance-reduced) estimator meets 20% at M = 16 already
+    est = nk.nntk(MODEL, make(THETA), make(X), sigma=0.3, samples=16, rtol=0.02, seed=0)
     assert isinstance(est, nk.Estimate) and est.samples > 16
-    assert _rel(est) <= 0.2
+    assert _rel(est) <= 0.02
     plain = nk.nntk(
         MODEL, make(THETA), make(X), sigma=0.3, samples=est.samples, seed=0, return_stderr=True
     )

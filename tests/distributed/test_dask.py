@@ -118,7 +118,8 @@ def test_nntk_equals_in_memory(client: Any, case: str, dtype: type) -> None:
     theta = MODEL.init(0, xp=np, dtype=dtype)
     x1, x2 = X1.astype(dtype), X2.astype(dtype)
     d1, d2 = da.from_array(x1, chunks=15), da.from_array(x2, chunks=7)
-    want = [nk.nntk(MODEL, theta, x1, **kw), nk.nntk(MODEL, theta, x1, x2, **kw)]
+    plain = {"variance_reduction": "none"}  # what the graph computes
+    want = [nk.nntk(MODEL, theta, x1, **kw, **plain), nk.nntk(MODEL, theta, x1, x2, **kw, **plain)]
     got = compute(client, nk.nntk(MODEL, theta, d1, **kw), nk.nntk(MODEL, theta, d1, d2, **kw))
     for g, w in zip(got, want, strict=True):
         assert g.dtype == w.dtype
@@ -128,7 +129,16 @@ def test_nntk_equals_in_memory(client: Any, case: str, dtype: type) -> None:
 def test_nntk_stderr_and_unseeded(client: Any) -> None:
     theta = MODEL.init(0, xp=np)
     d1 = da.from_array(X1, chunks=15)
-    want = nk.nntk(MODEL, theta, X1, sigma=0.3, samples=400, seed=SEED, return_stderr=True)
+    want = nk.nntk(
+        MODEL,
+        theta,
+        X1,
+        sigma=0.3,
+        samples=400,
+        seed=SEED,
+        return_stderr=True,
+        variance_reduction="none",
+    )
     k, se = nk.nntk(MODEL, theta, d1, sigma=0.3, samples=400, seed=SEED, return_stderr=True)
     for g, w in zip(compute(client, k, se), want, strict=True):
         close(g, w, np.float64)
