@@ -33,7 +33,64 @@ from ..models.protocol import LastLayer, NTKTerm
 __all__ = ["NoisyMLP", "QuantizedMLP", "noisy_nntk"]
 
 
-class QuantizedMLP:
+class _OnMLP:
+    """What a network built on an :class:`~nntk_array.MLP` (``self.network``) shares with it:
+    the parameter count, the initialization and the input check."""
+
+    network: MLP
+
+    @property
+    def num_params(self) -> int:
+        """P, as for the underlying MLP.
+
+        Examples
+        --------
+        >>> QuantizedMLP(1, (8,)).num_params
+        25
+        """
+        return self.network.num_params
+
+    def init(
+        self, seed: SeedLike, *, xp: Namespace = None, dtype: DType = None, device: Device = None
+    ) -> Array:
+        """Draw continuous N(0, 1) parameters, as :meth:`nntk_array.MLP.init`.
+
+        Parameters
+        ----------
+        seed : int or native generator
+        xp : namespace, optional
+        dtype : dtype, optional
+        device : device, optional
+
+        Returns
+        -------
+        array, shape (P,)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> NoisyMLP(1, 8).init(0, xp=np).shape
+        (25,)
+        """
+        return self.network.init(seed, xp=xp, dtype=dtype, device=device)
+
+    def check_x(self, name: str, x: Array) -> None:
+        """Raise ``ValueError`` unless ``x`` has shape (N, in_features).
+
+        Parameters
+        ----------
+        name : str
+        x : array
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> QuantizedMLP(2, (8,)).check_x("x1", np.zeros((3, 2)))
+        """
+        self.network.check_x(name, x)
+
+
+class QuantizedMLP(_OnMLP):
     """An MLP whose parameters are rounded to multiples of ``step`` in the forward pass.
 
     f(θ, x) = g(Δ·round(θ/Δ), x), with g the :class:`nntk_array.MLP`
@@ -90,41 +147,6 @@ class QuantizedMLP:
             f"QuantizedMLP(in_features={net.in_features}, hidden={net.hidden}, "
             f"activation={net.activation!r}, step={self.step})"
         )
-
-    @property
-    def num_params(self) -> int:
-        """P, as for the underlying MLP.
-
-        Examples
-        --------
-        >>> QuantizedMLP(1, (8,)).num_params
-        25
-        """
-        return self.network.num_params
-
-    def init(
-        self, seed: SeedLike, *, xp: Namespace = None, dtype: DType = None, device: Device = None
-    ) -> Array:
-        """Draw continuous N(0, 1) parameters, as :meth:`nntk_array.MLP.init`.
-
-        Parameters
-        ----------
-        seed : int or native generator
-        xp : namespace, optional
-        dtype : dtype, optional
-        device : device, optional
-
-        Returns
-        -------
-        array, shape (P,)
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> QuantizedMLP(1, (8,)).init(0, xp=np).shape
-        (25,)
-        """
-        return self.network.init(seed, xp=xp, dtype=dtype, device=device)
 
     def quantize(self, theta: Array) -> Array:
         """Δ·round(θ/Δ), elementwise (ties to even).
@@ -191,21 +213,6 @@ class QuantizedMLP:
         """
         return self.network.apply_unchecked(self.quantize(theta), x)
 
-    def check_x(self, name: str, x: Array) -> None:
-        """Raise ``ValueError`` unless ``x`` has shape (N, in_features).
-
-        Parameters
-        ----------
-        name : str
-        x : array
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> QuantizedMLP(2, (8,)).check_x("x1", np.zeros((3, 2)))
-        """
-        self.network.check_x(name, x)
-
     def eval_bytes_per_set(self, n_inputs: int, itemsize: int) -> int:
         """Bytes per parameter set of a batched evaluation: the MLP's and the rounded copy.
 
@@ -254,7 +261,7 @@ class QuantizedMLP:
         return [NTKTerm(zeros, 0.0, zeros[:, None, :])]
 
 
-class NoisyMLP:
+class NoisyMLP(_OnMLP):
     """A one-hidden-layer MLP with Gaussian noise on its hidden pre-activations.
 
     f(θ, x; ξ) = c_v Σ_j v_j φ(z_j(x) + τ ξ_j) + c_o b_o, z = c_w x W + c_b b, with the layout
@@ -332,17 +339,6 @@ class NoisyMLP:
         )
 
     @property
-    def num_params(self) -> int:
-        """P = m (d + 2) + 1, as for the underlying MLP.
-
-        Examples
-        --------
-        >>> NoisyMLP(1, 8).num_params
-        25
-        """
-        return self.network.num_params
-
-    @property
     def last_layer(self) -> LastLayer:
         """Where the hidden layer and the readout live in θ (the MLP's layout).
 
@@ -354,30 +350,6 @@ class NoisyMLP:
         last = self.network.last_layer
         assert last is not None  # one hidden layer
         return last
-
-    def init(
-        self, seed: SeedLike, *, xp: Namespace = None, dtype: DType = None, device: Device = None
-    ) -> Array:
-        """Draw initial parameters, as :meth:`nntk_array.MLP.init`.
-
-        Parameters
-        ----------
-        seed : int or native generator
-        xp : namespace, optional
-        dtype : dtype, optional
-        device : device, optional
-
-        Returns
-        -------
-        array, shape (P,)
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> NoisyMLP(1, 8).init(0, xp=np).shape
-        (25,)
-        """
-        return self.network.init(seed, xp=xp, dtype=dtype, device=device)
 
     def _draw(self, z: Array) -> Array:
         """τ ξ of the shape of the pre-activations z, from this model's stream on z's
@@ -470,21 +442,6 @@ class NoisyMLP:
         if last.bo_start is not None:
             out = out + last.c_o * thetas[:, last.bo_start, None, None]
         return out[0, ...] if theta.ndim == 1 else out
-
-    def check_x(self, name: str, x: Array) -> None:
-        """Raise ``ValueError`` unless ``x`` has shape (N, in_features).
-
-        Parameters
-        ----------
-        name : str
-        x : array
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> NoisyMLP(2, 8).check_x("x1", np.zeros((3, 2)))
-        """
-        self.network.check_x(name, x)
 
     def eval_bytes_per_set(self, n_inputs: int, itemsize: int) -> int:
         """Bytes per parameter set of a batched evaluation: the MLP's and the noise.
