@@ -248,8 +248,11 @@ def nntk(
     perturbations from the seed (an int; a native generator is refused; a missing seed is
     drawn once on the client), so nothing of size M × P crosses the network. Each block of
     rows evaluates all M perturbations; row blocks of a few hundred inputs keep
-    the regeneration cheap next to the evaluations. Callable attention scores and
-    ``route="stream"`` are not available there. See the "Distributed" page of the docs.
+    the regeneration cheap next to the evaluations. Each kernel block contracts
+    through the M × M Gram, or, where that would exceed ``memory_budget`` (or with
+    ``route="stream"``), streams the regenerated directions as in memory, so standard errors
+    stay within the budget at any M. Callable attention scores are not available there.
+    See the "Distributed" page of the docs.
 
     Examples
     --------

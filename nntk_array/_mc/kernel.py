@@ -47,6 +47,7 @@ __all__ = [
     "sample_weights",
     "scores",
     "setup",
+    "stream",
     "weight_matrix",
 ]
 
@@ -371,7 +372,7 @@ def compute(problem: Problem) -> Array | tuple[Array, Array]:
     """The whole kernel in memory: differences of all inputs, weights, one contraction."""
     if problem.reduction is not None:
         return reduced.compute(problem)
-    xp, att, inputs = problem.xp, problem.spec.attention, problem.inputs
+    att, inputs = problem.spec.attention, problem.inputs
     n1, n2, x = inputs.n1, inputs.n2, inputs.x
     diffs = rows(problem, x, attention=att is not None)
     a = diffs.raw * diffs.weights
@@ -387,7 +388,22 @@ def compute(problem: Problem) -> Array | tuple[Array, Array]:
     c = contraction(problem)
     if not problem.plan.stream:
         return contract(c, a1, al1, a2, al2, weight_matrix(problem, diffs))
-    plan, est, full = problem.plan, problem.est, c.full
+    return stream(problem, c, a1, al1, a2, al2, symmetric=n2 is None)
+
+
+def stream(
+    problem: Problem,
+    c: Contraction,
+    a1: Array,
+    al1: Array,
+    a2: Array,
+    al2: Array,
+    *,
+    symmetric: bool,
+) -> Array | tuple[Array, Array]:
+    """The kernel block (and standard error) of two blocks of weighted differences on the
+    stream route: the directions regenerated in column tiles, no M × M matrix."""
+    xp, plan, est, full = problem.xp, problem.plan, problem.est, c.full
     num, u_sq, dropped = stream_numerator(
         xp,
         problem.dirs,
@@ -396,7 +412,7 @@ def compute(problem: Problem) -> Array | tuple[Array, Array]:
         problem.acc,
         plan.stream_rows,
         full,
-        n2 is None,
+        symmetric,
         c.batches,
         plan.stream_window,
     )

@@ -21,6 +21,7 @@ from array_api_compat import array_namespace, is_dask_array
 
 from .._mc import kernel
 from .._mc.local import block_terms, contract_blocks
+from .._mc.plan import DEFAULT_BUDGET, GRAM_MATRICES
 from .._typing import Array
 from .._xp import resolve
 from ..models.protocol import bind
@@ -169,6 +170,41 @@ def _pair_task(
     return kernel.contract(c, a1 * alpha[:, None, :], al1, a2 * alpha[:, None, :], al2, w)
 
 
+def _stream_pair_task(
+    f: Any,
+    theta: Array,
+    x: Array,
+    spec: kernel.KernelSpec,
+    c: kernel.Contraction,
+    a1: Array,
+    a2: Array,
+    alpha: Array,
+    symmetric: bool,
+) -> Array | tuple[Array, Array]:
+    """A kernel block on the stream route: memory independent of M beyond the differences."""
+    problem = _problem(f, theta, x, spec)
+    xp = array_namespace(a1, alpha)
+    al1 = xp.broadcast_to(alpha, (a1.shape[0], alpha.shape[1]))
+    al2 = xp.broadcast_to(alpha, (a2.shape[0], alpha.shape[1]))
+    return kernel.stream(
+        problem, c, a1 * alpha[:, None, :], al1, a2 * alpha[:, None, :], al2, symmetric=symmetric
+    )
+
+
+def _streams(spec: kernel.KernelSpec) -> bool:
+    """Whether the graph takes the stream route: asked for, or the Gram's M x M matrices
+    would exceed the memory budget where streaming is possible (else the plan's error)."""
+    if spec.resources.route != "auto":
+        return spec.resources.route == "stream"
+    est = spec.estimator
+    m = spec.samples if isinstance(spec.samples, int) else spec.samples.shape[0]
+    streamable = est.name in ("plugin", "unbiased") and (
+        not isinstance(spec.samples, int) or est.sampling in ("iid", "antithetic")
+    )
+    gram = GRAM_MATRICES * m * m * 8  # float64 accumulation: the larger case
+    return bool(streamable and gram > (spec.resources.memory_budget or DEFAULT_BUDGET))
+
+
 def nntk_graph(f: Any, theta: Any, x1: Any, x2: Any, spec: kernel.KernelSpec) -> Any:
     """Lazy nonlocal NTK of Dask inputs.
 
@@ -190,14 +226,14 @@ def nntk_graph(f: Any, theta: Any, x1: Any, x2: Any, spec: kernel.KernelSpec) ->
             "a callable attention score sees all inputs at once; with Dask inputs use a "
             "built-in score ('distance', 'output', 'loss') or compute the arrays first"
         )
-    if spec.resources.route == "stream":
-        raise ValueError("Dask inputs contract through the Gram matrix; use route='auto'")
     if not isinstance(spec.samples, int):
         spec = replace(spec, samples=_concrete(spec.samples))
     elif spec.seed is None:  # one seed for every task, drawn here
         spec = replace(spec, seed=secrets.randbits(63))
-    # The Gram route in every task (the plan would pick streaming from a block's size).
-    spec = replace(spec, resources=replace(spec.resources, route="gram"))
+    # One route for every task, chosen here for the whole M (a task's plan would pick it
+    # from its block's size): the Gram unless its M x M matrices exceed the budget.
+    route = "stream" if _streams(spec) else "gram"
+    spec = replace(spec, resources=replace(spec.resources, route=route))
     theta = _concrete(theta)
     x1 = _as_rows(x1, "x1")
     x2 = None if x2 is None else _as_rows(x2, "x2")
@@ -250,7 +286,7 @@ def nntk_graph(f: Any, theta: Any, x1: Any, x2: Any, spec: kernel.KernelSpec) ->
     alpha = dask.delayed(_sample_weights)(f_d, theta_d, first, spec, [r[1] for r in row_tasks])
     # The Gram needs only the directions, so it runs beside the row tasks, not after them.
     diffs = row_tasks[0][2] if problem.est.diagonal else None
-    w = dask.delayed(_weight_task)(f_d, theta_d, first, spec, diffs)
+    w = None if route == "stream" else dask.delayed(_weight_task)(f_d, theta_d, first, spec, diffs)
 
     nb1 = len(x1.chunks[0])
     nb2 = 0 if x2 is None else len(x2.chunks[0])
@@ -262,9 +298,13 @@ def nntk_graph(f: Any, theta: Any, x1: Any, x2: Any, spec: kernel.KernelSpec) ->
         for jj, j in enumerate(second):
             if x2 is None and j < i:
                 continue
-            tasks[(i, jj)] = dask.delayed(_pair_task, nout=nout)(
-                c, row_tasks[i][0], row_tasks[j][0], alpha, w
-            )
+            a1, a2 = row_tasks[i][0], row_tasks[j][0]
+            if w is None:  # regenerates the directions in column tiles, as in memory
+                tasks[(i, jj)] = dask.delayed(_stream_pair_task, nout=nout)(
+                    f_d, theta_d, first, spec, c, a1, a2, alpha, i == j and x2 is None
+                )
+            else:
+                tasks[(i, jj)] = dask.delayed(_pair_task, nout=nout)(c, a1, a2, alpha, w)
     rows2 = x1.chunks[0] if x2 is None else x2.chunks[0]
     n_out = problem.model.num_outputs
     tail = (n_out, n_out) if spec.full else ()

@@ -152,6 +152,20 @@ def test_nntk_stderr_and_unseeded(client: Any) -> None:
     assert np.all(np.abs(k - seeded) <= 6 * np.sqrt(2) * se) and not np.allclose(k, seeded)
 
 
+def test_nntk_streams_when_the_gram_exceeds_the_budget(client: Any) -> None:
+    """A budget smaller than the M x M Gram: the pair tasks stream, with the in-memory
+    stream route's numbers (value and standard errors)."""
+    theta = MODEL.init(0, xp=np)
+    d1, d2 = da.from_array(X1, chunks=15), da.from_array(X2, chunks=7)
+    kw = {"sigma": 0.3, "samples": 300, "seed": SEED, "memory_budget": 2**20}
+    plain = {"variance_reduction": "none", "route": "stream", "return_stderr": True}
+    for second, dsecond in ((None, None), (X2, d2)):
+        want = nk.nntk(MODEL, theta, X1, second, **kw, **plain)
+        k, se = nk.nntk(MODEL, theta, d1, dsecond, return_stderr=True, **kw)
+        for g, w in zip(compute(client, k, se), want, strict=True):
+            close(g, w, np.float64)
+
+
 def test_dask_input_errors() -> None:
     theta = MODEL.init(0, xp=np)
     d1 = da.from_array(X1, chunks=15)
