@@ -195,7 +195,7 @@ def _streams(spec: kernel.KernelSpec) -> bool:
     """Whether the graph takes the stream route: asked for, or the Gram's M x M matrices
     would exceed the memory budget where streaming is possible (else the plan's error)."""
     if spec.resources.route != "auto":
-        return spec.resources.route == "stream"
+        return bool(spec.resources.route == "stream")
     est = spec.estimator
     m = spec.samples if isinstance(spec.samples, int) else spec.samples.shape[0]
     streamable = est.name in ("plugin", "unbiased") and (
