@@ -86,7 +86,7 @@ def run(case: Case, reduction: Any, sampling: str, m: int, seeds: int) -> tuple[
     return math.sqrt(float(np.mean(np.square(errs)))), float(np.mean(secs))
 
 
-def cases(convert: Callable[[np.ndarray], Any], quick: bool) -> list[Case]:
+def cases(convert: Callable[[np.ndarray], Any], quick: bool, deep: bool = True) -> list[Case]:
     out = []
     sizes = (64,) if quick else (64, 320)
     for act in ("relu", "sign"):
@@ -96,7 +96,7 @@ def cases(convert: Callable[[np.ndarray], Any], quick: bool) -> list[Case]:
             x = np.linspace(-1.0, 1.0, n)[:, None]
             truth = nk.analytic.finite_width_nntk(model, theta, x, sigma=SIGMA)
             out.append(Case(f"1-256-1 {act}, N = {n}", model, convert(theta), convert(x), truth))
-    for act in ("relu", "sign"):
+    for act in ("relu", "sign") if deep else ():
         model = nk.MLP(1, (64, 64), 1, activation=act)
         theta = model.init(0, xp=np)
         x = np.linspace(-1.0, 1.0, 64)[:, None]
@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--torch", action="store_true", help="PyTorch tensors instead of NumPy")
     parser.add_argument("--quick", action="store_true", help="fewer cases and seeds")
     parser.add_argument("--json", help="write every number here")
+    parser.add_argument("--one-hidden", action="store_true", help="only the 1-256-1 networks")
     args = parser.parse_args(argv)
     convert: Callable[[np.ndarray], Any] = np.asarray
     if args.torch:
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         convert = torch.from_numpy
     seeds = 2 if args.quick else SEEDS
     results = []
-    for case in cases(convert, args.quick):
+    for case in cases(convert, args.quick, deep=not args.one_hidden):
         print(f"\n{case.label} ({'PyTorch' if args.torch else 'NumPy'}, float64)")
         print("| option | M to 5% | s to 5% | M to 1% | s to 1% | speed-up to 5% |")
         print("|---|---|---|---|---|---|")
