@@ -410,14 +410,17 @@ def _combine(
     t2 = t1 if n2 is None else [s[n1:, :] for s in sums]
     s1 = sum(t1[1:], t1[0])
     s2 = s1 if n2 is None else sum(t2[1:], t2[0])
-    own = [xp.matmul(a, xp.permute_dims(b, (1, 0))) for a, b in zip(t1, t2, strict=True)]
-    diag = sum(own[1:], own[0])
     full = xp.matmul(s1, xp.permute_dims(s2, (1, 0)))
     m, sq = sum(counts), sum(c * c for c in counts)
-    kernel = (full - diag) / float(m * m - sq) + const
     dtype = problem.theta.dtype
-    if not problem.spec.stderr:
-        return xp.astype(kernel, dtype, copy=False)
+    if not problem.spec.stderr:  # Σ_a T_a T_aᵀ as one GEMM over the stacked batches
+        stack1 = xp.concat(t1, axis=1)
+        stack2 = stack1 if n2 is None else xp.concat(t2, axis=1)
+        diag = xp.matmul(stack1, xp.permute_dims(stack2, (1, 0)))
+        return xp.astype((full - diag) / float(m * m - sq) + const, dtype, copy=False)
+    own = [xp.matmul(a, xp.permute_dims(b, (1, 0))) for a, b in zip(t1, t2, strict=True)]
+    diag = sum(own[1:], own[0])
+    kernel = (full - diag) / float(m * m - sq) + const
 
     def dropped() -> Any:
         for a, b, d in zip(t1, t2, own, strict=True):
