@@ -202,7 +202,7 @@ class Attention:
     >>> K_both = nk.nntk(model, theta, np.concatenate([x, x_test]), attention=att, **opts)
     >>> bool(np.allclose(K_test, K_both[4:, :4]))
     True
-    >>> fixed = nk.nntk(model, theta, x, **opts)          # τ = ∞ is the fixed kernel
+    >>> fixed = nk.nntk(model, theta, x, variance_reduction="none", **opts)  # τ = ∞: fixed
     >>> uniform = nk.nntk(model, theta, x, attention=nk.Attention(temperature=math.inf), **opts)
     >>> bool(np.allclose(uniform, fixed))
     True

@@ -158,7 +158,8 @@ def nntk(
         directions in column blocks (cost ~N M P); ``"auto"`` picks the cheaper, and
         streams wherever it can once the Gram's M × M matrices would exceed
         ``memory_budget``. Streaming takes estimators ``"unbiased"`` and ``"plugin"`` with
-        ``"iid"``, ``"antithetic"`` or explicit samples.
+        ``"iid"``, ``"antithetic"`` or explicit samples. Routes are the plain estimator's;
+        a variance-reduced estimate contracts its batch sums instead.
     samples_per_call : int, optional
         Perturbations per batched model call; by default as many as fit in a quarter of
         ``memory_budget`` (model temporaries), and no more than one drawn block of rows.
@@ -169,7 +170,8 @@ def nntk(
         every route (with standard errors 20 more N1 × N2 blocks), and on the Gram route of
         ``"unbiased"`` and ``"plugin"`` (``route="gram"``, structured sampling) three M × M
         matrices, so peak memory grows like M² there; the stream route and the diagonal
-        estimators grow only like N·M.
+        estimators grow only like N·M. A variance-reduced estimate keeps 20 batch sums of
+        N × F numbers (F as under ``variance_reduction``), nothing that grows with M.
     resources : Resources, optional
         ``memory_budget``, ``samples_per_call`` and ``route`` as one spec.
     accumulate : {"input", "float64"}

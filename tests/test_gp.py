@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,14 @@ class TestGPInference:
         # rank 2 kernel: the Cholesky of neural-tangents fails, the eigen route is finite
         x = np.linspace(-1, 1, 7)[:, None]
         k = 1.0 + x * x.T
-        post = nk.gp_inference(make(k[:5, :5]), make(x[:5, 0]), make(k[5:, :5]), make(k[5:, 5:]))
+        with warnings.catch_warnings():
+            # OpenBLAS's float32 GEMM can leave the invalid-operation flag set for finite
+            # inputs (seen once in a full CI run, not reproducible alone); the values are
+            # what is checked below
+            warnings.filterwarnings("ignore", "invalid value encountered in matmul", RuntimeWarning)
+            post = nk.gp_inference(
+                make(k[:5, :5]), make(x[:5, 0]), make(k[5:, :5]), make(k[5:, 5:])
+            )
         np.testing.assert_allclose(to_numpy(post.mean), x[5:, 0], atol=1e-3)
         np.testing.assert_allclose(to_numpy(post.covariance), 0.0, atol=1e-3)
 
