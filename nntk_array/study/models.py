@@ -74,6 +74,37 @@ class _OnMLP:
         """
         return self.network.init(seed, xp=xp, dtype=dtype, device=device)
 
+    def apply(self, theta: Array, x: Array) -> Array:
+        """Evaluate the network after checking the arguments (each subclass's
+        ``apply_unchecked``: rounded parameters, or fresh noise).
+
+        Parameters
+        ----------
+        theta : array, shape (P,) or (B, P)
+        x : array, shape (N, in_features)
+
+        Returns
+        -------
+        array, shape (N, 1) or (B, N, 1)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> model = QuantizedMLP(1, (8,))
+        >>> theta = model.init(0, xp=np)
+        >>> model.apply(np.stack([theta, theta + 0.01]), np.zeros((3, 1))).shape
+        (2, 3, 1)
+        >>> NoisyMLP(1, 8).apply(theta, np.ones((4, 1))).shape
+        (4, 1)
+        """
+        self.network.check_theta(theta, batched=True)
+        self.network.check_x("x", x)
+        return self.apply_unchecked(theta, x)
+
+    def apply_unchecked(self, theta: Array, x: Array) -> Array:
+        """Each subclass's batched evaluation without argument checks."""
+        raise NotImplementedError
+
     def check_x(self, name: str, x: Array) -> None:
         """Raise ``ValueError`` unless ``x`` has shape (N, in_features).
 
@@ -167,30 +198,6 @@ class QuantizedMLP(_OnMLP):
         """
         xp = array_namespace(theta)
         return self.step * xp.round(theta / self.step)
-
-    def apply(self, theta: Array, x: Array) -> Array:
-        """Evaluate the quantized network.
-
-        Parameters
-        ----------
-        theta : array, shape (P,) or (B, P)
-        x : array, shape (N, in_features)
-
-        Returns
-        -------
-        array, shape (N, 1) or (B, N, 1)
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> model = QuantizedMLP(1, (8,))
-        >>> theta = model.init(0, xp=np)
-        >>> model.apply(np.stack([theta, theta + 0.01]), np.zeros((3, 1))).shape
-        (2, 3, 1)
-        """
-        self.network.check_theta(theta, batched=True)
-        self.network.check_x("x", x)
-        return self.apply_unchecked(theta, x)
 
     def apply_unchecked(self, theta: Array, x: Array) -> Array:
         """:meth:`apply` without argument checks (the kernels call it per chunk).
@@ -390,29 +397,6 @@ class NoisyMLP(_OnMLP):
         """
         a, z, dz = self.network.hidden_pass(thetas, x, tangents, own=own)
         return a, z + self._draw(z), dz
-
-    def apply(self, theta: Array, x: Array) -> Array:
-        """Evaluate the network, with fresh noise.
-
-        Parameters
-        ----------
-        theta : array, shape (P,) or (B, P)
-        x : array, shape (N, in_features)
-
-        Returns
-        -------
-        array, shape (N, 1) or (B, N, 1)
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> model = NoisyMLP(1, 8)
-        >>> model.apply(model.init(0, xp=np), np.ones((4, 1))).shape
-        (4, 1)
-        """
-        self.network.check_theta(theta, batched=True)
-        self.network.check_x("x", x)
-        return self.apply_unchecked(theta, x)
 
     def apply_unchecked(self, theta: Array, x: Array) -> Array:
         """:meth:`apply` without argument checks (the kernels call it per chunk).
