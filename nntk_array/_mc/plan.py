@@ -73,6 +73,7 @@ __all__ = [
     "grad_plan",
     "kernel_plan",
     "ntk_blocks",
+    "streamable",
 ]
 
 DEFAULT_BUDGET = 384 * 2**20
@@ -160,6 +161,12 @@ def _stream_pays(m: int, n1: int, n2: int, symmetric: bool, batches: int, window
     return 2 * n_all * m * passes + (2 + batches) * n1 * n2 < m * m
 
 
+def streamable(estimator: str, sampling: str, *, explicit: bool) -> bool:
+    """Whether the stream route can be taken: it needs regenerable columns of the
+    directions and independent rows (a Gram-form estimator, iid, antithetic or explicit)."""
+    return estimator in ("plugin", "unbiased") and (explicit or sampling in ("iid", "antithetic"))
+
+
 def kernel_plan(
     *,
     budget: int,
@@ -194,11 +201,8 @@ def kernel_plan(
     if samples_per_call is None:
         chunk = min(chunk, draw)
     eval_bytes = draw * row_bytes + chunk * per_set
-    # Streaming needs regenerable columns and independent rows.
-    streamable = estimator in ("plugin", "unbiased") and (
-        explicit or sampling in ("iid", "antithetic")
-    )
-    if route == "stream" and not streamable:
+    can_stream = streamable(estimator, sampling, explicit=explicit)
+    if route == "stream" and not can_stream:
         raise ValueError(
             "route='stream' needs estimator 'plugin' or 'unbiased' and column-regenerable "
             "directions (sampling 'iid', 'antithetic' or explicit samples)"
@@ -209,7 +213,7 @@ def kernel_plan(
     matrices = GRAM_MATRICES * m * m * acc_size
     stream = route == "stream" or (
         route == "auto"
-        and streamable
+        and can_stream
         and (matrices > budget or _stream_pays(m, n1, n2, symmetric, batches, window))
     )
     stream_rows = max(1, (budget // STREAM_SHARE) // (COL_TILE * acc_size))

@@ -37,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from array_api_compat import device
+
 from .._typing import Array, Namespace
 from ..backends.autodiff import has_autodiff
 from ..models.activations import ACTIVATIONS
@@ -204,7 +206,7 @@ def _base(xp: Namespace, problem: Any, theta: Array, x: Array, red: Reduction) -
     exact = None
     if red.jvp:
         n = x.shape[0]
-        parts = [xp.zeros((n, last.width), dtype=theta.dtype, device=_dev(theta))]
+        parts = [xp.zeros((n, last.width), dtype=theta.dtype, device=device(theta))]
         if red.units:
             w = _unit_weights(xp, last, theta, model.num_outputs)
             parts.append(xp.reshape((w[None, :] * slope)[:, :, None] * inputs[:, None, :], (n, -1)))
@@ -215,18 +217,12 @@ def _base(xp: Namespace, problem: Any, theta: Array, x: Array, red: Reduction) -
     return _Base(None, act.fn(xp, z0), slope, exact, inputs)
 
 
-def _dev(a: Array) -> Any:
-    from array_api_compat import device
-
-    return device(a)
-
-
 def _unit_inputs(xp: Namespace, last: LastLayer, a_in: Array) -> Array:
     """[c_w a, c_b]: what unit j's parameters multiply, (..., fan_in (+ 1))."""
     scaled = last.c_w * a_in
     if last.b_start is None:
         return scaled
-    ones = xp.full((*a_in.shape[:-1], 1), last.c_b, dtype=a_in.dtype, device=_dev(a_in))
+    ones = xp.full((*a_in.shape[:-1], 1), last.c_b, dtype=a_in.dtype, device=device(a_in))
     return xp.concat([scaled, ones], axis=-1)
 
 
@@ -245,7 +241,7 @@ def _jacobian(xp: Namespace, model: Bound, theta: Array, x: Array, stop: int) ->
         delta = t.delta
         if delta is None:  # the readout: the identity on the outputs
             o = model.num_outputs
-            eye = xp.eye(o, dtype=t.a.dtype, device=_dev(t.a))
+            eye = xp.eye(o, dtype=t.a.dtype, device=device(t.a))
             delta = xp.broadcast_to(eye[None, ...], (t.a.shape[0], o, o))
         n, o, k = delta.shape
         parts.append(xp.reshape(t.a[:, None, :, None] * delta[:, :, None, :], (n, o, -1)))
@@ -430,8 +426,9 @@ def _combine(
             yield full - left + 2.0 * d - diag
 
     shape = (n1, n1 if n2 is None else n2)
+    dev = device(kernel)
     dens = (
-        xp.full(shape, float((m - c) ** 2 - (sq - c * c)), dtype=kernel.dtype, device=_dev(kernel))
+        xp.full(shape, float((m - c) ** 2 - (sq - c * c)), dtype=kernel.dtype, device=dev)
         for c in counts
     )
     se = jackknife(xp, dropped(), dens, False)

@@ -21,7 +21,7 @@ from array_api_compat import array_namespace, is_dask_array
 
 from .._mc import kernel
 from .._mc.local import block_terms, contract_blocks
-from .._mc.plan import DEFAULT_BUDGET, GRAM_MATRICES
+from .._mc.plan import DEFAULT_BUDGET, GRAM_MATRICES, streamable
 from .._typing import Array
 from .._xp import resolve
 from ..models.protocol import bind
@@ -196,13 +196,12 @@ def _streams(spec: kernel.KernelSpec) -> bool:
     would exceed the memory budget where streaming is possible (else the plan's error)."""
     if spec.resources.route != "auto":
         return bool(spec.resources.route == "stream")
-    est = spec.estimator
-    m = spec.samples if isinstance(spec.samples, int) else spec.samples.shape[0]
-    streamable = est.name in ("plugin", "unbiased") and (
-        not isinstance(spec.samples, int) or est.sampling in ("iid", "antithetic")
-    )
+    est, samples = spec.estimator, spec.samples
+    explicit = not isinstance(samples, int)
+    m = samples if isinstance(samples, int) else samples.shape[0]
     gram = GRAM_MATRICES * m * m * 8  # float64 accumulation: the larger case
-    return bool(streamable and gram > (spec.resources.memory_budget or DEFAULT_BUDGET))
+    budget = spec.resources.memory_budget or DEFAULT_BUDGET
+    return streamable(est.name, est.sampling, explicit=explicit) and gram > budget
 
 
 def nntk_graph(f: Any, theta: Any, x1: Any, x2: Any, spec: kernel.KernelSpec) -> Any:
