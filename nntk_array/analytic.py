@@ -34,7 +34,13 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ._typing import Array, Namespace
-from ._validate import check_choice, check_finite, check_ndim, check_positive_float
+from ._validate import (
+    check_choice,
+    check_finite,
+    check_ndim,
+    check_positive_float,
+    check_positive_int,
+)
 from ._xp import resolve
 from .backends.special import erf
 from .backends.tracing import is_concrete
@@ -149,7 +155,13 @@ def nngp(
 
 
 def finite_width_nntk(
-    model: Any, theta: Array, x1: Array, x2: Array | None = None, *, sigma: float
+    model: Any,
+    theta: Array,
+    x1: Array,
+    x2: Array | None = None,
+    *,
+    sigma: float,
+    rank: int | None = None,
 ) -> Array:
     """Exact Gaussian NNTK ∇f_σ(x1)·∇f_σ(x2) of a one-hidden-layer MLP at its finite width.
 
@@ -165,6 +177,20 @@ def finite_width_nntk(
     outputs, as :func:`nntk_array.nntk`'s default). It is what ``nk.nntk(model, theta, x1,
     x2, sigma=sigma)`` estimates, without Monte Carlo noise.
 
+    With ``rank=r`` it is the exact target K_r of ``nk.nntk(..., perturbation="lowrank",
+    rank=r)`` instead (docs: Mathematics, 'Low-rank perturbations'). The low-rank noise on the
+    hidden layer, c_w xᵀE with E = (σ/√r) Σ_k a_k b_kᵀ, is Gaussian given the a_k, with one
+    variance σ²c_w²‖x‖²c shared by all units, c = χ²_r/r; so φ̃_s is averaged over c (with
+    s(c)² = σ²(c_w²‖x‖²c + c_b²)) in the features and the bias term, and over the size-biased
+    c (c ~ χ²_{r+2}/r) in the weight term:
+
+        K_r(x, x') = c_v² Σ_j [F̄_j F̄'_j + V̄_j² (c_w² x·x' D̄ᵂ_j D̄ᵂ'_j + c_b² D̄_j D̄'_j)] + c_o²,
+
+    F̄ = E_c φ̃_{s(c)}(z_j), D̄ = E_c φ̃'_{s(c)}(z_j), D̄ᵂ = E_c[c φ̃'_{s(c)}(z_j)], each by
+    generalized Gauss–Laguerre quadrature over rc/2 ~ Gamma(r/2) (200 nodes). The readout's
+    low-rank perturbation changes nothing (f is linear in it). Its distance to the
+    Gaussian kernel (``rank=None``) falls like 1/r.
+
     Parameters
     ----------
     model : MLP
@@ -176,6 +202,9 @@ def finite_width_nntk(
         Defaults to ``x1``.
     sigma : float
         The smoothing scale σ > 0.
+    rank : int, optional
+        The rank r >= 1 of low-rank weight perturbations; ``None`` (default) for Gaussian
+        ones.
 
     Returns
     -------
@@ -184,9 +213,11 @@ def finite_width_nntk(
     Raises
     ------
     TypeError
-        ``model`` is not an :class:`~nntk_array.MLP`; non-floating or mixed-library inputs.
+        ``model`` is not an :class:`~nntk_array.MLP`; non-floating or mixed-library inputs;
+        ``rank`` not an int.
     ValueError
-        Not one hidden layer or another activation, ``sigma <= 0``, shapes, NaN/inf.
+        Not one hidden layer or another activation, ``sigma <= 0``, ``rank < 1``, shapes,
+        NaN/inf.
 
     Examples
     --------
@@ -198,6 +229,16 @@ def finite_width_nntk(
     >>> est, se = nk.nntk(model, theta, x, sigma=0.3, samples=256, seed=0, return_stderr=True)
     >>> bool(np.all(np.abs(est - exact) < 5 * se))
     True
+
+    The low-rank target, here at r = 1, and its estimate:
+
+    >>> exact_r = nk.analytic.finite_width_nntk(model, theta, x, sigma=0.3, rank=1)
+    >>> est, se = nk.nntk(
+    ...     model, theta, x, sigma=0.3, samples=256, seed=0, perturbation="lowrank", rank=1,
+    ...     return_stderr=True,
+    ... )
+    >>> bool(np.all(np.abs(est - exact_r) < 5 * se))
+    True
     """
     from .models.mlp import MLP
 
@@ -208,6 +249,8 @@ def finite_width_nntk(
             f"`model` must have one hidden layer and activation in {ACTIVATIONS}; got {model!r}"
         )
     sigma = check_positive_float("sigma", sigma)
+    if rank is not None:
+        rank = check_positive_int("rank", rank)
     xp, (theta, x1, x2) = resolve(theta=theta, x1=x1, x2=x2)
     model.check_theta(theta, batched=False)
     model.check_x("x1", x1)
@@ -222,20 +265,69 @@ def finite_width_nntk(
     o = model.out_features
     v = xp.reshape(theta[last.v_start : last.v_start + m * o], (m, o))
 
-    def parts(x: Array) -> tuple[Array, Array]:
+    def parts(x: Array) -> tuple[Array, Array, Array]:
         z = last.c_w * xp.matmul(x, w) + last.c_b * b
-        s = sigma * xp.sqrt(last.c_w**2 * xp.sum(x * x, axis=1, keepdims=True) + last.c_b**2)
-        fn, deriv = smoothed_activation(xp, model.activation, s)
-        return fn(xp, z), deriv(xp, z)
+        sq = last.c_w**2 * xp.sum(x * x, axis=1, keepdims=True)
+        if rank is None:
+            fn, deriv = smoothed_activation(xp, model.activation, sigma * xp.sqrt(sq + last.c_b**2))
+            return fn(xp, z), deriv(xp, z), deriv(xp, z)
+        return _scale_mixture(xp, model.activation, z, sq, last.c_b**2, sigma, rank)
 
-    f1, g1 = parts(x1)
-    f2, g2 = (f1, g1) if x2 is None else parts(x2)
+    f1, g1, gw1 = parts(x1)
+    f2, g2, gw2 = (f1, g1, gw1) if x2 is None else parts(x2)
     x2_ = x1 if x2 is None else x2
-    cov = last.c_w**2 * xp.matmul(x1, xp.permute_dims(x2_, (1, 0))) + last.c_b**2
     v2 = xp.mean(v * v, axis=1)
     feats = xp.matmul(f1, xp.permute_dims(f2, (1, 0)))
-    slopes = xp.matmul(g1 * v2, xp.permute_dims(g2, (1, 0)))
-    return last.c_v**2 * (feats + slopes * cov) + last.c_o**2
+    inner = last.c_w**2 * xp.matmul(x1, xp.permute_dims(x2_, (1, 0)))
+    weights = xp.matmul(gw1 * v2, xp.permute_dims(gw2, (1, 0))) * inner
+    biases = last.c_b**2 * xp.matmul(g1 * v2, xp.permute_dims(g2, (1, 0)))
+    return last.c_v**2 * (feats + weights + biases) + last.c_o**2
+
+
+#: quadrature nodes of the low-rank scale mixtures
+_LAGUERRE_NODES = 200
+
+
+def _gauss_laguerre(n: int, alpha: float) -> list[tuple[float, float]]:
+    """Nodes and weights (summing to 1) of t ~ Gamma(alpha + 1): generalized Gauss–Laguerre
+    by the Golub–Welsch eigenproblem (host NumPy, float64; they are constants)."""
+    import numpy as np
+
+    k = np.arange(n, dtype=np.float64)
+    diag = 2.0 * k + alpha + 1.0
+    off = np.sqrt(k[1:] * (k[1:] + alpha))
+    jacobi = np.diag(diag) + np.diag(off, 1) + np.diag(off, -1)
+    nodes, vectors = np.linalg.eigh(jacobi)
+    weights = vectors[0, :] ** 2
+    weights = weights / weights.sum()
+    return [(float(t), float(q)) for t, q in zip(nodes, weights, strict=True) if q > 1e-300]
+
+
+def _scale_mixture(
+    xp: Namespace, activation: str, z: Array, sq: Array, bias_sq: float, sigma: float, rank: int
+) -> tuple[Array, Array, Array]:
+    """E_c φ̃_{s(c)}(z), E_c φ̃'_{s(c)}(z) and E_c[c φ̃'_{s(c)}(z)] for c = χ²_r/r and
+    s(c)² = σ²(sq·c + bias_sq): c = 2t/r with t ~ Gamma(r/2), the last one size-biased
+    (t ~ Gamma(r/2 + 1))."""
+
+    def mixture(alpha: float, want_fn: bool) -> tuple[Array | None, Array]:
+        fsum: Array | None = None
+        dsum: Array | None = None
+        for t, q in _gauss_laguerre(_LAGUERRE_NODES, alpha):
+            s = sigma * xp.sqrt(sq * (2.0 * t / rank) + bias_sq)
+            fn, deriv = smoothed_activation(xp, activation, s)
+            d = q * deriv(xp, z)
+            dsum = d if dsum is None else dsum + d
+            if want_fn:
+                f = q * fn(xp, z)
+                fsum = f if fsum is None else fsum + f
+        assert dsum is not None
+        return fsum, dsum
+
+    f, d = mixture(rank / 2.0 - 1.0, True)
+    _, dw = mixture(rank / 2.0, False)
+    assert f is not None
+    return f, d, dw
 
 
 Activation = Callable[[Namespace, Array], Array]

@@ -30,6 +30,7 @@ __all__ = [
     "ACCUMULATE",
     "ESTIMATORS",
     "FORMS",
+    "PERTURBATIONS",
     "RADIALS",
     "REDUCTIONS",
     "ROUTES",
@@ -49,6 +50,9 @@ ESTIMATORS = ("unbiased", "plugin", "sketch", "directional")
 ROUTES = ("auto", "gram", "stream")
 ACCUMULATE = ("input", "float64")
 REDUCTIONS = ("readout", "units", "jvp")
+PERTURBATIONS = ("gaussian", "lowrank")
+#: the rank of low-rank weight perturbations when none is given
+DEFAULT_RANK = 4
 
 
 @dataclass(frozen=True)
@@ -68,32 +72,64 @@ class Smoothing:
     scale : {"gradient-consistent", "literal"}
         Paper form only: c = P (G f → ∇f as σ → 0) or c = 1 (the literal operator, ∇f/P for
         linear f, so the kernel is 1/P² of the consistent one).
+    perturbation : {"gaussian", "lowrank"}
+        The perturbation family of the Gaussian form. ``"gaussian"`` (default): h ~ N(0, σ²I).
+        ``"lowrank"``: every weight matrix W (fan_in × fan_out) the model declares
+        (``matrix_blocks``, as :class:`~nntk_array.MLP` does) is perturbed by
+        E = (σ/√r) Σ_k a_k b_kᵀ with a_k, b_k ~ N(0, I), every other parameter by σ u,
+        u ~ N(0, I): the same covariance σ²I, but the estimate targets the low-rank smoothed
+        kernel, which tends to the Gaussian NNTK like 1/r and equals the local NTK for
+        affine, quadratic and deep linear f (only :func:`nntk_array.nntk` takes it; docs:
+        Options, 'Low-rank perturbations').
+    rank : int, optional
+        The rank r >= 1 of ``perturbation="lowrank"`` (default 4); only with ``"lowrank"``.
 
     Raises
     ------
     TypeError
-        ``sigma`` is not a real number.
+        ``sigma`` is not a real number, ``rank`` not an int.
     ValueError
-        ``sigma`` is not finite and > 0, an unknown option, or ``radial``/``scale`` set for
-        the Gaussian form (where they would mean nothing).
+        ``sigma`` is not finite and > 0, an unknown option, ``radial``/``scale`` set for
+        the Gaussian form (where they would mean nothing), ``rank`` < 1 or given without
+        ``perturbation="lowrank"``, or ``"lowrank"`` with the paper form.
 
     Examples
     --------
     >>> import nntk_array as nk
-    >>> nk.Smoothing(0.3, form="paper", radial="ball")
-    Smoothing(sigma=0.3, form='paper', radial='ball', scale='gradient-consistent')
+    >>> nk.Smoothing(0.3, form="paper", radial="ball")  # doctest: +NORMALIZE_WHITESPACE
+    Smoothing(sigma=0.3, form='paper', radial='ball', scale='gradient-consistent',
+              perturbation='gaussian', rank=None)
+    >>> nk.Smoothing(0.1, perturbation="lowrank").rank
+    4
     """
 
     sigma: float
     form: str = "gaussian"
     radial: str = "gaussian"
     scale: str = "gradient-consistent"
+    perturbation: str = "gaussian"
+    rank: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sigma", check_positive_float("sigma", self.sigma))
         check_choice("form", self.form, FORMS)
         check_choice("radial", self.radial, RADIALS)
         check_choice("scale", self.scale, SCALES)
+        check_choice("perturbation", self.perturbation, PERTURBATIONS)
+        if self.perturbation == "gaussian":
+            if self.rank is not None:
+                raise ValueError(
+                    f"`rank` applies to perturbation='lowrank' only; got rank={self.rank!r} "
+                    "with perturbation='gaussian'"
+                )
+        else:
+            if self.form != "gaussian":
+                raise ValueError(
+                    "perturbation='lowrank' is a family of the Gaussian (Stein) form; "
+                    f"got form={self.form!r}"
+                )
+            rank = DEFAULT_RANK if self.rank is None else check_positive_int("rank", self.rank)
+            object.__setattr__(self, "rank", rank)
         if self.form == "gaussian":
             for name, value, default in (
                 ("radial", self.radial, "gaussian"),
@@ -332,7 +368,15 @@ def grouped(
     return spec
 
 
-def smoothing_spec(smoothing: Any, sigma: Any, form: str, radial: str, scale: str) -> Smoothing:
+def smoothing_spec(
+    smoothing: Any,
+    sigma: Any,
+    form: str,
+    radial: str,
+    scale: str,
+    perturbation: str = "gaussian",
+    rank: Any = None,
+) -> Smoothing:
     """The :class:`Smoothing` of a call, from the spec or from its loose keywords."""
     if smoothing is None and sigma is None:
         raise TypeError("`sigma` is required (or pass `smoothing=nk.Smoothing(sigma, ...)`)")
@@ -341,8 +385,17 @@ def smoothing_spec(smoothing: Any, sigma: Any, form: str, radial: str, scale: st
         "form": "gaussian",
         "radial": "gaussian",
         "scale": "gradient-consistent",
+        "perturbation": "gaussian",
+        "rank": None,
     }
-    given = {"sigma": sigma, "form": form, "radial": radial, "scale": scale}
+    given = {
+        "sigma": sigma,
+        "form": form,
+        "radial": radial,
+        "scale": scale,
+        "perturbation": perturbation,
+        "rank": rank,
+    }
     spec: Smoothing = grouped("smoothing", smoothing, Smoothing, defaults, given)
     return spec
 

@@ -18,7 +18,7 @@ from .._xp import resolve
 from ..backends.dtypes import require_dtype
 from ..models.protocol import Bound, bind, check_inputs
 from . import attention as att_mc
-from . import reduced
+from . import lowrank, reduced
 from .differences import Differences, chunks, collect
 from .directions import Directions, check_explicit, make_directions
 from .estimators import (
@@ -115,6 +115,7 @@ def _check_combination(spec: KernelSpec) -> None:
             "attention score 'loss' compares L(θ+h) with L(θ), but sampling='antithetic' "
             "evaluates θ+h and θ−h only: use sampling='iid', 'orthogonal' or 'qmc'"
         )
+    lowrank.check(spec)
 
 
 def setup(f: Any, theta: Array, x1: Array, x2: Array | None, spec: KernelSpec) -> Problem:
@@ -135,6 +136,8 @@ def setup(f: Any, theta: Array, x1: Array, x2: Array | None, spec: KernelSpec) -
     )
     _check_combination(spec)
     model = bind(f, xp, theta, x1, x2)
+    if spec.smoothing.perturbation == "lowrank":
+        lowrank.check_model(model)
     if samples is not None:
         check_explicit(samples, model.num_params, spec.estimator.sampling, spec.seed)
     check_finite(
@@ -204,6 +207,8 @@ def setup(f: Any, theta: Array, x1: Array, x2: Array | None, spec: KernelSpec) -
 def _reducible(spec: KernelSpec, n_out: int) -> str | None:
     """Why no variance reduction applies to a call, or ``None`` if one can."""
     est = spec.estimator
+    if spec.smoothing.perturbation != "gaussian":
+        return "perturbation='gaussian'"
     if est.name != "unbiased":
         return "estimator='unbiased'"
     if spec.smoothing.form != "gaussian":
@@ -372,6 +377,8 @@ def compute(problem: Problem) -> Array | tuple[Array, Array]:
     """The whole kernel in memory: differences of all inputs, weights, one contraction."""
     if problem.reduction is not None:
         return reduced.compute(problem)
+    if problem.spec.smoothing.perturbation == "lowrank":
+        return contract(contraction(problem), *lowrank.weighted(problem))
     att, inputs = problem.spec.attention, problem.inputs
     n1, n2, x = inputs.n1, inputs.n2, inputs.x
     diffs = rows(problem, x, attention=att is not None)

@@ -27,7 +27,7 @@ from .._xp import as_namespace, default_float_dtype, resolve
 from ..backends.dtypes import require_dtype
 from ..backends.random import Generator
 from .activations import ACTIVATIONS
-from .protocol import LastLayer, NTKTerm
+from .protocol import LastLayer, LowRankPerturbation, MatrixBlock, NTKTerm
 
 __all__ = ["MLP"]
 
@@ -670,3 +670,78 @@ class MLP:
                 n, o, k = delta.shape
                 delta = xp.reshape(xp.matmul(xp.reshape(delta, (n * o, k)), wt), (n, o, -1))
         return terms[::-1]
+
+    @property
+    def matrix_blocks(self) -> tuple[MatrixBlock, ...]:
+        """Every layer's weight matrix in θ: (start, fan_in, fan_out), row-major.
+
+        ``perturbation="lowrank"`` of :func:`nntk_array.nntk` perturbs these by low-rank
+        matrices and the biases by ordinary Gaussian noise.
+
+        Examples
+        --------
+        >>> [tuple(b) for b in MLP(3, (8,)).matrix_blocks]
+        [(0, 3, 8), (32, 8, 1)]
+        """
+        return tuple(MatrixBlock(x.w_start, x.fan_in, x.fan_out) for x in self._layers)
+
+    def lowrank_apply(self, theta: Array, x: Array, perturbation: LowRankPerturbation) -> Array:
+        """The network at θ + h for a batch of low-rank perturbations h given by their factors.
+
+        Each layer is one GEMM of the batch's activations with the shared weights W plus the
+        rank-r correction Σ_k (a·l_k) r_kᵀ as batched products of shape (B, N, r), the
+        perturbed bias folded in as one more column; the first layer's input is shared, so
+        it costs x W once and (N, r) products per perturbation. No (B, P) array is formed.
+        No validation.
+
+        Parameters
+        ----------
+        theta : array, shape (P,)
+        x : array, shape (N, in_features)
+        perturbation : LowRankPerturbation
+            Factors of B perturbations, one pair per layer (the order of
+            :attr:`matrix_blocks`), and the biases' perturbations as ``rest``.
+
+        Returns
+        -------
+        array, shape (B, N, O)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from nntk_array.models.protocol import LowRankPerturbation
+        >>> model = MLP(2, (8,))
+        >>> theta = model.init(0, xp=np)
+        >>> g = np.random.default_rng(0)
+        >>> h = LowRankPerturbation(
+        ...     (g.normal(size=(3, 1, 2)), g.normal(size=(3, 1, 8))),
+        ...     (g.normal(size=(3, 1, 8)), g.normal(size=(3, 1, 1))),
+        ...     g.normal(size=(3, 9)),
+        ... )
+        >>> model.lowrank_apply(theta, np.ones((4, 2)), h).shape
+        (3, 4, 1)
+        """
+        from array_api_compat import array_namespace
+
+        xp = array_namespace(theta, x, perturbation.rest)
+        act = ACTIVATIONS[self.activation]
+        a, offset, last = x, 0, len(self._layers) - 1
+        rest = perturbation.rest
+        for i, layer in enumerate(self._layers):
+            w, b = self._params(xp, theta, layer)
+            left = xp.permute_dims(perturbation.left[i], (0, 2, 1))  # (B, fan_in, r)
+            right = perturbation.right[i]  # (B, r, fan_out)
+            t = dense(xp, a, left)  # (B, N, r): x's share once, not per perturbation
+            if layer.w_coef != 1.0:
+                t = layer.w_coef * t
+            if b is not None:
+                shift = b + rest[:, None, offset : offset + layer.fan_out]  # (B, 1, fan_out)
+                offset += layer.fan_out
+                dev = array_device(t)
+                col = xp.full((*t.shape[:-1], 1), layer.b_coef, dtype=t.dtype, device=dev)
+                t = xp.concat([t, col], axis=-1)
+                right = xp.concat([right, shift], axis=1)
+            z = xp.matmul(t, right)  # the rank-r correction and the perturbed bias
+            z += dense(xp, a, layer.w_coef * w)  # one shared-weight GEMM over all B·N rows
+            a = z if i == last else act.fn(xp, z)
+        return a

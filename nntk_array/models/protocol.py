@@ -36,20 +36,35 @@ user's class) can offer the structured treatment without inheriting from anythin
     A network whose output is an affine readout of its last hidden layer (a
     :class:`LastLayer`), and that layer's input and pre-activations (with their
     forward-mode tangents): the variance-reduced kernel estimators use them.
+``matrix_blocks`` and ``lowrank_apply(theta, x, perturbation)``
+    The weight matrices in θ (a sequence of :class:`MatrixBlock`: start, fan_in, fan_out,
+    stored row-major), and optionally the model evaluated at θ + h for a batch of low-rank
+    perturbations given by their factors (a :class:`LowRankPerturbation`), without forming
+    h: ``perturbation="lowrank"`` of :func:`nntk_array.nntk` needs the first and uses the
+    second where it exists (else it forms a chunk's h from the factors and calls ``apply``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from .._typing import Array, Namespace
 from .._validate import check_ndim
 from .._xp import resolve
 from ..backends.autodiff import jacobian, jvp
 
-__all__ = ["Bound", "LastLayer", "Model", "NTKTerm", "bind", "check_inputs"]
+__all__ = [
+    "Bound",
+    "LastLayer",
+    "LowRankPerturbation",
+    "MatrixBlock",
+    "Model",
+    "NTKTerm",
+    "bind",
+    "check_inputs",
+]
 
 
 @runtime_checkable
@@ -137,6 +152,56 @@ class LastLayer:
     c_o: float
 
 
+class MatrixBlock(NamedTuple):
+    """A weight matrix in θ: ``fan_in * fan_out`` parameters from ``start``, row-major as a
+    (fan_in, fan_out) matrix W (so ``z = a @ W``). A plain ``(start, fan_in, fan_out)`` tuple
+    works too.
+
+    Examples
+    --------
+    >>> import nntk_array as nk
+    >>> nk.MLP(3, (8,)).matrix_blocks[0]
+    MatrixBlock(start=0, fan_in=3, fan_out=8)
+    """
+
+    start: int
+    fan_in: int
+    fan_out: int
+
+
+@dataclass(frozen=True)
+class LowRankPerturbation:
+    """A batch of B low-rank perturbations h of θ, given by their factors.
+
+    Block i of the model's ``matrix_blocks`` is perturbed by
+    ``E_i = Σ_k left[i][:, k, :, None] * right[i][:, k, None, :]`` (B, fan_in, fan_out), the
+    scales already applied; every other parameter, in θ's order, by the columns of ``rest``
+    (B, P − Σ_i fan_in_i·fan_out_i).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nntk_array.models.protocol import LowRankPerturbation
+    >>> h = LowRankPerturbation((np.ones((2, 1, 3)),), (np.ones((2, 1, 4)),), np.zeros((2, 5)))
+    >>> h.batch, h.rank
+    (2, 1)
+    """
+
+    left: tuple[Array, ...]
+    right: tuple[Array, ...]
+    rest: Array
+
+    @property
+    def batch(self) -> int:
+        """B, the number of perturbations."""
+        return int(self.rest.shape[0])
+
+    @property
+    def rank(self) -> int:
+        """r, the number of factor pairs per matrix (0 without matrices)."""
+        return int(self.left[0].shape[1]) if self.left else 0
+
+
 Evaluate = Callable[[Array], Array]
 
 
@@ -163,6 +228,10 @@ class Bound:
     hidden_pass: Callable[..., tuple[Array, Array, Array | None]] | None = None
     #: the model offers its own ``jvp`` (structure or its framework's autodiff)
     own_jvp: bool = False
+    #: the weight matrices of θ (``None`` when the model declares none)
+    matrix_blocks: tuple[MatrixBlock, ...] | None = None
+    #: the model at θ + h for factored low-rank perturbations h, (B, N, O)
+    lowrank_apply: Callable[[Array, Array, LowRankPerturbation], Array] | None = None
 
 
 def _as_3d(out: Array) -> Array:
@@ -241,7 +310,41 @@ def bind(f: Any, xp: Namespace, theta: Array, x1: Array, x2: Array | None = None
         last_layer=getattr(f, "last_layer", None),
         hidden_pass=getattr(f, "hidden_pass", None),
         own_jvp=own_jvp,
+        matrix_blocks=_matrix_blocks(f, p),
+        lowrank_apply=_lowrank_apply(f),
     )
+
+
+def _matrix_blocks(f: Any, p: int) -> tuple[MatrixBlock, ...] | None:
+    """The model's ``matrix_blocks`` checked against P: sorted, inside θ, not overlapping."""
+    declared = getattr(f, "matrix_blocks", None)
+    if declared is None:
+        return None
+    try:
+        blocks = sorted(MatrixBlock(*(int(v) for v in block)) for block in declared)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "`matrix_blocks` of the model must be (start, fan_in, fan_out) triples of ints"
+        ) from None
+    end = 0
+    for block in blocks:
+        if block.start < end or block.fan_in < 1 or block.fan_out < 1:
+            raise ValueError(f"`matrix_blocks` of the model overlap or are empty at {tuple(block)}")
+        end = block.start + block.fan_in * block.fan_out
+    if end > p:
+        raise ValueError(f"`matrix_blocks` of the model reach past P = {p}")
+    return tuple(blocks)
+
+
+def _lowrank_apply(f: Any) -> Callable[[Array, Array, LowRankPerturbation], Array] | None:
+    apply = getattr(f, "lowrank_apply", None)
+    if apply is None:
+        return None
+
+    def lowrank_apply(theta: Array, x: Array, h: LowRankPerturbation) -> Array:
+        return _as_3d(apply(theta, x, h))
+
+    return lowrank_apply
 
 
 def check_inputs(f: Any, x1: Array, **others: Array | None) -> None:
