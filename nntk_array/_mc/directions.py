@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, is_writeable_array
 from array_api_compat import device as array_device
 
 from .._special import ndtri
@@ -81,12 +81,16 @@ class Directions:
     def rows(self, start: int, stop: int, *, fresh: bool = False) -> Array:
         """Rows ``start:stop`` of U, shape (stop - start, P).
 
-        With ``fresh`` the array is new, so the caller may update it in place.
+        With ``fresh`` the caller may update the array in place: it is new, or a buffer of
+        the directions that the next ``fresh`` call overwrites (use it before asking again).
         """
         raise NotImplementedError
 
     def columns(self, start: int, stop: int) -> Array:
-        """Columns ``start:stop`` of U for all M rows, shape (M, stop - start)."""
+        """Columns ``start:stop`` of U for all M rows, shape (M, stop - start).
+
+        The result may be a buffer that the next call overwrites: use it before asking again.
+        """
         raise NotImplementedError
 
     def column_blocks(
@@ -169,14 +173,51 @@ class _Tiled(Directions):
         self._cache: dict[tuple[int, int], Array] = {}
         self._cache_left = cache_bytes
         self._itemsize = 4 if dtype == gen.xp.float32 else 8
+        self._columns: Array | None = None
+        self._rows: Array | None = None
 
     def _tile_shape(self, i: int, j: int) -> tuple[int, int]:
         rows = min(ROW_TILE, self.num_rows - i * ROW_TILE)
         cols = min(COL_TILE, self.num_params - j * COL_TILE)
         return rows, cols
 
-    def _draw(self, i: int, j: int) -> Array:
+    def _draw(self, i: int, j: int, out: Array | None = None) -> Array:
+        """Tile (i, j), written into ``out`` (a view of its shape) when given."""
         raise NotImplementedError
+
+    def _block(self, rows: range, cols: range, *, keep: bool, out: Array | None = None) -> Array:
+        """Tiles ``rows`` × ``cols`` as one array: tiles cached earlier are copied in, the
+        others drawn in parallel (straight into the block where the library can write into
+        arrays, so no tile-sized temporaries or concatenations); with ``keep`` new tiles are
+        cached while the byte budget allows. ``out`` is a buffer of the block's shape to fill.
+        """
+        xp = self.xp
+        keys = [(i, j) for i in rows for j in cols]
+        if not is_writeable_array(xp.empty((0,), dtype=self.dtype, device=self.device)):
+            return _grid(xp, self._tiles(keys, keep=keep), len(rows), len(cols))
+        height = sum(self._tile_shape(i, cols[0])[0] for i in rows)
+        width = sum(self._tile_shape(rows[0], j)[1] for j in cols)
+        if out is None or tuple(out.shape) != (height, width):
+            out = xp.empty((height, width), dtype=self.dtype, device=self.device)
+        draws, fresh = [], []
+        for i, j in keys:
+            r0, c0 = (i - rows[0]) * ROW_TILE, (j - cols[0]) * COL_TILE
+            h, w = self._tile_shape(i, j)
+            view = out[r0 : r0 + h, c0 : c0 + w]
+            if (i, j) in self._cache:
+                view[...] = self._cache[i, j]
+            else:
+                draws.append(_bind(self._draw, i, j, view))
+                fresh.append(((i, j), view))
+        draw_parallel(draws, xp=xp, device=self.device)
+        if keep:
+            for k, view in fresh:
+                size = math.prod(view.shape) * self._itemsize
+                if size > self._cache_left:
+                    break
+                self._cache[k] = xp.asarray(view, copy=True)
+                self._cache_left -= size
+        return out
 
     def _tiles(self, keys: list[tuple[int, int]], *, keep: bool) -> list[Array]:
         missing = [k for k in keys if k not in self._cache]
@@ -197,11 +238,12 @@ class _Tiled(Directions):
         xp = self.xp
         i0, i1 = start // ROW_TILE, _ceil_div(stop, ROW_TILE)
         nj = _ceil_div(self.num_params, COL_TILE)
-        keys = [(i, j) for i in range(i0, i1) for j in range(nj)]
-        tiles = self._tiles(keys, keep=True)
-        if len(tiles) == 1 and fresh:  # the tile itself may be cached
-            tiles = [xp.asarray(tiles[0], copy=True)]
-        block = _grid(xp, tiles, i1 - i0, nj)
+        if i1 - i0 == 1 and nj == 1 and (i0, 0) in self._cache and not fresh:
+            block = self._cache[i0, 0]
+        elif fresh:  # one buffer for every drawn block: fresh blocks cost page faults
+            block = self._rows = self._block(range(i0, i1), range(nj), keep=True, out=self._rows)
+        else:
+            block = self._block(range(i0, i1), range(nj), keep=True)
         lo = start - i0 * ROW_TILE
         if lo == 0 and block.shape[0] == stop - start:
             return block
@@ -215,10 +257,11 @@ class _Tiled(Directions):
         j0, j1 = start // COL_TILE, _ceil_div(stop, COL_TILE)
         step = max(1, max_rows // ROW_TILE)
         lo = start - j0 * COL_TILE
+        buffer = None
         for i0 in range(r_lo // ROW_TILE, _ceil_div(r_hi, ROW_TILE), step):
             i1 = min(i0 + step, _ceil_div(r_hi, ROW_TILE))
-            keys = [(i, j) for i in range(i0, i1) for j in range(j0, j1)]
-            block = _grid(self.xp, self._tiles(keys, keep=False), i1 - i0, j1 - j0)
+            # each block is consumed before the next is drawn: one buffer serves them all
+            block = buffer = self._block(range(i0, i1), range(j0, j1), keep=False, out=buffer)
             r0, r1 = max(r_lo, i0 * ROW_TILE), min(r_hi, i1 * ROW_TILE)
             if r0 != i0 * ROW_TILE or r1 - r0 != block.shape[0]:  # rows cut inside a tile
                 block = block[r0 - i0 * ROW_TILE : r1 - i0 * ROW_TILE, :]
@@ -227,11 +270,12 @@ class _Tiled(Directions):
             yield r0, r1, block
 
     def columns(self, start: int, stop: int) -> Array:
-        xp = self.xp
         j0, j1 = start // COL_TILE, _ceil_div(stop, COL_TILE)
         ni = _ceil_div(self.num_rows, ROW_TILE)
-        keys = [(i, j) for i in range(ni) for j in range(j0, j1)]
-        block = _grid(xp, self._tiles(keys, keep=False), ni, j1 - j0)
+        # the previous call's block is reused: callers consume a column block before asking
+        # for the next (the Gram route), and a fresh M × COL_TILE block per call costs page
+        # faults on every tile
+        block = self._columns = self._block(range(ni), range(j0, j1), keep=False, out=self._columns)
         lo = start - j0 * COL_TILE
         if lo == 0 and block.shape[1] == stop - start:
             return block
@@ -245,8 +289,10 @@ def _prime_at_least(n: int) -> int:
     return q
 
 
-def _bind(fn: Callable[[int, int], Array], i: int, j: int) -> Callable[[], Array]:
-    return lambda: fn(i, j)
+def _bind(
+    fn: Callable[..., Array], i: int, j: int, out: Array | None = None
+) -> Callable[[], Array]:
+    return lambda: fn(i, j, out)
 
 
 def _grid(xp: Namespace, tiles: list[Array], n_rows: int, n_cols: int) -> Array:
@@ -260,8 +306,9 @@ def _grid(xp: Namespace, tiles: list[Array], n_rows: int, n_cols: int) -> Array:
 class _Gaussian(_Tiled):
     """Independent standard normal rows."""
 
-    def _draw(self, i: int, j: int) -> Array:
-        return self._gen.spawn(_TILES, i, j).normal(self._tile_shape(i, j), dtype=self.dtype)
+    def _draw(self, i: int, j: int, out: Array | None = None) -> Array:
+        gen = self._gen.spawn(_TILES, i, j)
+        return gen.normal(self._tile_shape(i, j), dtype=self.dtype, out=out)
 
 
 class _Lattice(_Tiled):
@@ -285,7 +332,14 @@ class _Lattice(_Tiled):
         super().__init__(gen, num_rows, num_params, dtype, cache_bytes)
         self.group_size = group_size
 
-    def _draw(self, i: int, j: int) -> Array:
+    def _draw(self, i: int, j: int, out: Array | None = None) -> Array:
+        tile = self._lattice(i, j)
+        if out is None:
+            return tile
+        out[...] = tile
+        return out
+
+    def _lattice(self, i: int, j: int) -> Array:
         xp = self.xp
         dev = self.device
         rows, cols = self._tile_shape(i, j)

@@ -65,8 +65,11 @@ class Form:
         """Rows ``start:stop`` as perturbations; ``norms`` asks for |u|² too."""
         raise NotImplementedError
 
-    def difference(self, evaluate: Evaluate, theta: Array, h: Array, base: Array | None) -> Array:
-        """The differences D (B, N, O) for perturbations h (B, P)."""
+    def difference(
+        self, evaluate: Evaluate, theta: Array, h: Array, base: Array | None, *, spend: bool = False
+    ) -> Array:
+        """The differences D (B, N, O) for perturbations h (B, P); with ``spend`` the form may
+        overwrite h (the caller no longer needs it), sparing a (B, P) temporary."""
         raise NotImplementedError
 
 
@@ -83,10 +86,17 @@ class _FiniteDifference(Form):
     def evaluations(self) -> int:  # type: ignore[override]
         return 2 if self.antithetic else 1
 
-    def difference(self, evaluate: Evaluate, theta: Array, h: Array, base: Array | None) -> Array:
-        if self.antithetic:
-            return evaluate(theta + h) - evaluate(theta - h)
-        return evaluate(theta + h) - base
+    def difference(
+        self, evaluate: Evaluate, theta: Array, h: Array, base: Array | None, *, spend: bool = False
+    ) -> Array:
+        if not spend:
+            if self.antithetic:
+                return evaluate(theta + h) - evaluate(theta - h)
+            return evaluate(theta + h) - base
+        minus = theta - h if self.antithetic else None
+        h += theta  # θ + h in place
+        plus = evaluate(h)
+        return plus - (base if minus is None else evaluate(minus))
 
 
 @dataclass(frozen=True)
@@ -157,7 +167,9 @@ class GaussHermite(Form):
         t = self.sigma / xp.sqrt(sq)
         return Perturbed(u * t[:, None], t, xp.ones_like(sq), sq)
 
-    def difference(self, evaluate: Evaluate, theta: Array, h: Array, base: Array | None) -> Array:
+    def difference(
+        self, evaluate: Evaluate, theta: Array, h: Array, base: Array | None, *, spend: bool = False
+    ) -> Array:
         d = None
         for radius, coef in self.nodes:
             term = evaluate(theta + radius * h) - evaluate(theta - radius * h)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -174,9 +175,32 @@ class Generator:
             return seed
         raise Generator._bad(seed, "CuPy", "cupy.random.Generator")
 
-    def normal(self, shape: tuple[int, ...], *, dtype: DType) -> Array:
-        """Standard normal draws of ``shape`` in ``dtype`` on the generator's device."""
-        return self._draw("normal", shape, dtype)
+    def normal(self, shape: tuple[int, ...], *, dtype: DType, out: Array | None = None) -> Array:
+        """Standard normal draws of ``shape`` in ``dtype`` on the generator's device.
+
+        With ``out`` (an array of ``shape`` and ``dtype`` that the library can write, such as
+        a view into a larger block) the numbers are written there and ``out`` is returned:
+        the same numbers as without it, without a temporary of the draw's size where the
+        library can fill the view directly (NumPy and torch, contiguous views).
+        """
+        if out is None or self._kind in ("jax", "cupy") or not _fills(self.xp):
+            drawn = self._draw("normal", shape, dtype)
+            if out is None:
+                return drawn
+            out[...] = drawn
+            return out
+        if self._kind == "torch":
+            import torch
+
+            g = self._state
+            target = out if out.is_contiguous() else _scratch(shape, dtype, out.device)
+            torch.randn(shape, generator=g, dtype=dtype, device=g.device, out=target)
+        else:
+            target = out if out.flags.c_contiguous else _scratch(shape, dtype, None)
+            self._state.standard_normal(out=target, dtype=dtype)
+        if target is not out:
+            out[...] = target
+        return out
 
     def uniform(self, shape: tuple[int, ...], *, dtype: DType) -> Array:
         """Uniform draws on [0, 1) of ``shape`` in ``dtype`` on the generator's device."""
@@ -212,6 +236,29 @@ class Generator:
             return rng.random(shape, dtype=dtype)
         host = rng.standard_normal(shape) if dist == "normal" else rng.random(shape)
         return xp.asarray(host, dtype=dtype, device=dev)
+
+
+def _fills(xp: Namespace) -> bool:
+    """Whether the generator can write into arrays of ``xp`` (NumPy and torch)."""
+    return bool(is_numpy_namespace(xp) or is_torch_namespace(xp))
+
+
+_local = threading.local()
+
+
+def _scratch(shape: tuple[int, ...], dtype: DType, dev: Device) -> Array:
+    """A reusable contiguous buffer per thread, shape and dtype: draws into non-contiguous
+    views go through it, since fresh blocks of this size cost page faults on every draw."""
+    buffers = _local.__dict__.setdefault("buffers", {})
+    key = (shape, str(dtype), str(dev))
+    if key not in buffers:
+        if dev is None:
+            buffers[key] = np.empty(shape, dtype=dtype)
+        else:
+            import torch
+
+            buffers[key] = torch.empty(shape, dtype=dtype, device=dev)
+    return buffers[key]
 
 
 def _full_device(dev: Device) -> object:
@@ -258,5 +305,14 @@ def draw_parallel(
 
         if torch.device("cpu" if device is None else device).type != "cpu":
             return [d() for d in draws]
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda d: d(), draws))
+    return list(_pool(workers).map(lambda d: d(), draws))
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One long-lived pool per size: its threads keep their scratch buffers between calls."""
+    if workers not in _pools:
+        _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="nntk-draw")
+    return _pools[workers]
