@@ -10,7 +10,8 @@ How a budget B (bytes, default 384 MiB) is shared, and what grows beyond it:
   temporaries, as the model reports them per parameter set (``eval_bytes_per_set``);
 - drawn directions: an eighth (``DRAW_SHARE``) for one drawn block of rows, counted with the
   smoothing form's transient full-size copies;
-- the Gram route: two column blocks of the directions (M × ``COL_TILE``) and the M × M
+- the Gram route: a column block of the directions (an eighth of the budget, at least
+  M × ``COL_TILE``) and the M × M
   matrices (``GRAM_MATRICES`` of them: the Gram, its masked copy, one product) — these grow
   as M², outside the budget, so ``route="auto"`` takes the stream route where it can once
   they exceed the budget;
@@ -233,7 +234,7 @@ def kernel_plan(
         gram_bytes = budget // STREAM_SHARE + 2 * (n1 + n2) * n_out * COL_TILE * acc_size
         gram_bytes += window * tile_bytes if stderr else 0
     else:
-        gram_bytes = 2 * COL_TILE * m * acc_size + matrices
+        gram_bytes = max(budget // (2 * GRAM_ROW_SHARE), COL_TILE * m * acc_size) + matrices
     n_groups = JACKKNIFE_BATCHES if stderr else U_STATISTIC_GROUPS if estimator == "unbiased" else 1
     return KernelPlan(
         chunk=chunk,
