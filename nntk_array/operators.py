@@ -623,6 +623,8 @@ resources, memory_budget, samples_per_call
         full=False,
         stderr=False,
     )
+    if spec.smoothing.perturbation != "gaussian":
+        raise ValueError("nntk_features takes perturbation='gaussian' only (lowrank: nk.nntk)")
     if spec.estimator.name not in roots.ROOTED:
         raise ValueError(
             f"`estimator` must be one of {roots.ROOTED} (a positive semidefinite estimate "

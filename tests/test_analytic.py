@@ -255,3 +255,16 @@ class TestNeuralTangents:
                 assert low <= k[i, j] <= high
                 worst_nt = max(worst_nt, abs(case[name][i][j] - e))
         assert worst_nt > 1e-5  # neural-tangents 0.6.5's sign kernel at depth 3
+
+
+def test_finite_width_low_rank_checks_its_rank():
+    model = nk.MLP(2, (8,), activation="relu")
+    theta, x = model.init(0, xp=np), np.ones((3, 2))
+    with pytest.raises(ValueError, match="rank"):
+        nk.analytic.finite_width_nntk(model, theta, x, sigma=0.1, rank=0)
+    with pytest.raises(TypeError, match="rank"):
+        nk.analytic.finite_width_nntk(model, theta, x, sigma=0.1, rank=2.0)
+    # rank one of a ReLU net with biases is within a few percent of the Gaussian kernel
+    gauss = nk.analytic.finite_width_nntk(model, theta, x, sigma=0.1)
+    low = nk.analytic.finite_width_nntk(model, theta, x, sigma=0.1, rank=1)
+    assert np.allclose(low, gauss, rtol=2e-2)

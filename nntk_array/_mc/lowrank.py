@@ -13,7 +13,7 @@ formed from the factors, never from an M × P array (docs: Mathematics, 'Low-ran
 perturbations').
 
 Memory and cost. The factors are drawn once per call, M·(r·Σ_blocks (fan_in + fan_out) +
-P_rest) numbers (P_rest the parameters outside the matrices), in tiles of ``ROW_TILE``
+P_rest) numbers (P_rest the parameters outside the matrices), in tiles of ``FACTOR_TILE``
 samples, each from its own stream spawned from the seed, so the first M rows do not depend on
 M. The model is evaluated ``chunk`` perturbations at a time (the memory plan's share of the
 budget per the model's ``eval_bytes_per_set``, plus the B × P perturbations of a model without
@@ -43,6 +43,9 @@ __all__ = ["Factors", "check", "check_model", "draw", "gram", "materialize", "we
 
 #: first element of the factors' stream paths (the directions use 0-3)
 _FACTORS = 16
+#: samples per spawned stream of factors: few draws (a compiled program holds each), and
+#: the first M rows do not depend on M
+FACTOR_TILE = 8 * ROW_TILE
 #: the estimators whose weight matrix the factors give (a Gram) or need not (a diagonal)
 ESTIMATORS = ("unbiased", "plugin", "sketch")
 #: the samplers low-rank perturbations take
@@ -127,14 +130,14 @@ def draw(
     dtype: Any,
     dev: Any,
 ) -> Factors:
-    """The factors of M perturbations, ``ROW_TILE`` samples per spawned stream."""
+    """The factors of M perturbations, ``FACTOR_TILE`` samples per spawned stream."""
     gen = Generator(seed, xp=xp, device=dev)
     rest_size = num_params - sum(b.fan_in * b.fan_out for b in blocks)
     left: list[list[Array]] = [[] for _ in blocks]
     right: list[list[Array]] = [[] for _ in blocks]
     rest: list[Array] = []
-    for i in range(-(-m // ROW_TILE)):
-        rows = min(ROW_TILE, m - i * ROW_TILE)
+    for i in range(-(-m // FACTOR_TILE)):
+        rows = min(FACTOR_TILE, m - i * FACTOR_TILE)
         child = gen.spawn(_FACTORS, i)
         for j, block in enumerate(blocks):
             left[j].append(child.normal((rows, rank, block.fan_in), dtype=dtype))
