@@ -76,6 +76,9 @@ class Directions:
         self.num_rows, self.num_params = num_rows, num_params
         self.group_size = 1
         self.has_columns = True
+        #: rows can be had in any number (not only whole tiles) without a copy of a tile's
+        #: height: explicit rows, and generated ones held whole
+        self.any_rows = False
         self._gen: Generator
 
     def rows(self, start: int, stop: int, *, fresh: bool = False) -> Array:
@@ -137,6 +140,7 @@ class _Explicit(Directions):
             array_device(samples),
         )
         self._u = samples
+        self.any_rows = True
 
     def rows(self, start: int, stop: int, *, fresh: bool = False) -> Array:
         block = self._u[start:stop, :]
@@ -175,6 +179,10 @@ class _Tiled(Directions):
         self._itemsize = 4 if dtype == gen.xp.float32 else 8
         self._columns: Array | None = None
         self._rows: Array | None = None
+        # all of U fits the cache: held whole, drawn at the first use (one array, the tiles
+        # drawn straight into it), rows and columns are views of it
+        self._whole: Array | None = None
+        self.any_rows = num_rows * num_params * self._itemsize <= cache_bytes
 
     def _tile_shape(self, i: int, j: int) -> tuple[int, int]:
         rows = min(ROW_TILE, self.num_rows - i * ROW_TILE)
@@ -234,8 +242,18 @@ class _Tiled(Directions):
                 self._cache_left -= size
         return [self._cache[k] if k in self._cache else fresh[k] for k in keys]
 
+    def _all(self) -> Array | None:
+        """U whole, when it is held whole (drawn at the first call)."""
+        if self.any_rows and self._whole is None:
+            ni, nj = _ceil_div(self.num_rows, ROW_TILE), _ceil_div(self.num_params, COL_TILE)
+            self._whole = self._block(range(ni), range(nj), keep=False)
+        return self._whole
+
     def rows(self, start: int, stop: int, *, fresh: bool = False) -> Array:
         xp = self.xp
+        whole = self._all()
+        if whole is not None:
+            return xp.asarray(whole[start:stop, :], copy=True) if fresh else whole[start:stop, :]
         i0, i1 = start // ROW_TILE, _ceil_div(stop, ROW_TILE)
         nj = _ceil_div(self.num_params, COL_TILE)
         if i1 - i0 == 1 and nj == 1 and (i0, 0) in self._cache and not fresh:
@@ -254,6 +272,12 @@ class _Tiled(Directions):
         self, start: int, stop: int, max_rows: int, rows: tuple[int, int] | None = None
     ) -> Iterator[tuple[int, int, Array]]:
         r_lo, r_hi = rows or (0, self.num_rows)
+        whole = self._all()
+        if whole is not None:
+            for r0 in range(r_lo, r_hi, max_rows):
+                r1 = min(r0 + max_rows, r_hi)
+                yield r0, r1, whole[r0:r1, start:stop]
+            return
         j0, j1 = start // COL_TILE, _ceil_div(stop, COL_TILE)
         step = max(1, max_rows // ROW_TILE)
         lo = start - j0 * COL_TILE
@@ -270,6 +294,9 @@ class _Tiled(Directions):
             yield r0, r1, block
 
     def columns(self, start: int, stop: int) -> Array:
+        whole = self._all()
+        if whole is not None:
+            return whole[:, start:stop]
         j0, j1 = start // COL_TILE, _ceil_div(stop, COL_TILE)
         ni = _ceil_div(self.num_rows, ROW_TILE)
         # the previous call's block is reused: callers consume a column block before asking
