@@ -194,3 +194,67 @@ class CallOverhead:
 
     def time_nntk_small(self) -> None:
         nk.nntk(self.model, self.theta, self.x, sigma=0.1, samples=16, seed=0)
+
+
+class StudyNetwork(XPBenchmark):
+    """The study's network, 1-256-1 ReLU, N = 320, M = 2048: plain and default estimators."""
+
+    param_names = (*XPBenchmark.param_names, "variance_reduction")
+    params = (*XPBenchmark.params, ["none", "auto"])
+
+    def setup(self, backend: str, dtype: str, variance_reduction: str) -> None:
+        super().setup(backend, dtype)
+        self.model = nk.MLP(1, (256,), 1, "relu")
+        self.theta = self.model.init(0, xp=self.xp, dtype=self.dtype, device=self.device)
+        self.x = self.asarray(self.rng.uniform(-2.0, 2.0, (320, 1)))
+        self.reduction = variance_reduction
+        self.sync(self.run(1))  # compiles once on JAX; later seeds reuse it
+
+    def run(self, seed: int) -> Any:
+        return nk.nntk(
+            self.model,
+            self.theta,
+            self.x,
+            sigma=0.3,
+            samples=2048,
+            seed=seed,
+            variance_reduction=self.reduction,
+        )
+
+    def time_nntk(self, *args: Any) -> None:
+        self.sync(self.run(2))
+
+
+class Perturbations(XPBenchmark):
+    """The 64-512-512-512-1 MLP (P = 559,105), N = M = 256: Gaussian against low-rank
+    perturbations (N = M = 1024 with NNTK_BENCH_LARGE; the GPU rows come from the
+    torch:cuda, jax:gpu and cupy backends)."""
+
+    param_names = (*XPBenchmark.param_names, "n", "perturbation")
+    params = (
+        *XPBenchmark.params,
+        [256] + ([1024] if LARGE else []),
+        ["gaussian", "lowrank r=1", "lowrank r=4"],
+    )
+
+    def setup(self, backend: str, dtype: str, n: int, perturbation: str) -> None:
+        super().setup(backend, dtype)
+        self.model = _mlp(WIDE)
+        self.theta = self.model.init(0, xp=self.xp, dtype=self.dtype, device=self.device)
+        self.x = self.asarray(self.rng.standard_normal((n, 64)))
+        family, _, rank = perturbation.partition(" r=")
+        self.options: dict[str, Any] = {"perturbation": family}
+        if rank:
+            self.options["rank"] = int(rank)
+        self.n = n
+        self.sync(self.run(16))
+
+    def run(self, m: int) -> Any:
+        x = self.x[:m, ...]
+        return nk.nntk(self.model, self.theta, x, sigma=0.1, samples=m, seed=0, **self.options)
+
+    def time_nntk(self, *args: Any) -> None:
+        self.sync(self.run(self.n))
+
+    def peakmem_nntk(self, *args: Any) -> None:
+        self.sync(self.run(self.n))

@@ -13,7 +13,8 @@ biases (P = 559,105), sigma = 0.1, x2 = x1 of N inputs, M perturbations, N = M i
 ``nk.nntk`` runs with its defaults (the unbiased estimator, ``memory_budget`` 384 MiB; on
 this network the default variance reduction does not apply, see the Performance page), and,
 if ``perturbation="lowrank"`` exists, with rank-1 and rank-4 perturbations. Every method
-runs once as a warm-up, then ``--repeat`` rounds call each method in turn (interleaved); the
+runs once as a warm-up (below N = M = 1024), then ``--repeat`` rounds call each method in
+turn (interleaved); the
 table gives each method's minimum and median, and the ratio of the minima to the better peer.
 Peers report their phases (random numbers, forward passes, contraction) themselves;
 ``nk.nntk``'s come from a profile of one call (``--phases``): random numbers are the time
@@ -103,9 +104,12 @@ def methods(nb: Any, backend: str, n: int) -> dict[str, Callable[[], Any]]:
     return calls
 
 
-def interleaved(calls: dict[str, Callable[[], Any]], repeat: int) -> dict[str, list[float]]:
-    """A warm-up call of each method, then ``repeat`` rounds of one call each, in turn."""
-    for call in calls.values():
+def interleaved(
+    calls: dict[str, Callable[[], Any]], repeat: int, warm_up: bool
+) -> dict[str, list[float]]:
+    """A warm-up call of each method (if ``warm_up``), then ``repeat`` rounds of one call
+    each, in turn."""
+    for call in calls.values() if warm_up else ():
         synchronize(call())
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeat):
@@ -187,7 +191,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=("numpy", "torch", "both"), default="both")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--quick", action="store_true", help="N = M = 32, one round")
-    parser.add_argument("--repeat", type=int, default=None, help="rounds (default 5, 2 at 1024)")
+    parser.add_argument("--repeat", type=int, default=None, help="rounds (default 3, 2 at 1024)")
     parser.add_argument("--phases", action="store_true", help="phase shares of every method")
     parser.add_argument("--memory", action="store_true", help="peak memory per method")
     parser.add_argument("--json", default=None, help="write every number to this file")
@@ -213,8 +217,9 @@ def main() -> None:
             print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
         for n in sizes:
             calls = methods(nb, backend, n)
-            repeat = 1 if args.quick else args.repeat or (2 if n >= 1024 else 5)
-            times = interleaved(calls, repeat)
+            repeat = 1 if args.quick else args.repeat or (2 if n >= 1024 else 3)
+            # calls of tens of seconds (N = M >= 1024) need no warm-up of their own
+            times = interleaved(calls, repeat, warm_up=n < 1024)
             best_peer = min(min(times[p]) for p in calls if p.startswith("peer"))
             for name, ts in times.items():
                 row: dict[str, Any] = {

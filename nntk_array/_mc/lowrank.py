@@ -216,7 +216,9 @@ def weighted(problem: Any) -> tuple[Array, Array, Array, Array, Array]:
     per_set = model.eval_bytes_per_set(n, itemsize)
     if model.lowrank_apply is None:  # a chunk's perturbations and parameter sets
         per_set += 2 * model.num_params * itemsize
-    chunk = chunk_rows(spec.resources.samples_per_call, budget, per_set, m)
+    # the factor forward is one shared-weight GEMM over all B·N rows: as many rows as fit
+    wide = model.lowrank_apply is not None
+    chunk = chunk_rows(spec.resources.samples_per_call, budget, per_set, m, wide=wide)
     antithetic = spec.estimator.sampling == "antithetic"
     base = None if antithetic else model.evaluate(theta[None, :], x)
     raw = []
