@@ -150,6 +150,7 @@ def test_grad_through_nntk_still_works():
 def test_nonlocal_grad_unchanged():
     # nonlocal_grad takes f(thetas), usually a fresh closure per call: it stays eager
     model, theta, x = _setup()
+
     def f(thetas):
         return model.apply(thetas, x)
 
