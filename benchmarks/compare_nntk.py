@@ -194,6 +194,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=None, help="rounds (default 3, 2 at 1024)")
     parser.add_argument("--phases", action="store_true", help="phase shares of every method")
     parser.add_argument("--memory", action="store_true", help="peak memory per method")
+    parser.add_argument(
+        "--memory-of", nargs="+", default=None, help="with --memory: only these methods"
+    )
     parser.add_argument("--json", default=None, help="write every number to this file")
     parser.add_argument("--child", nargs=3, metavar=("BACKEND", "N", "METHOD"), help="internal")
     args = parser.parse_args()
@@ -237,7 +240,7 @@ def main() -> None:
                         else nntk_phases(calls[name])
                     )
                     row["phases"] = ph
-                if args.memory:
+                if args.memory and (args.memory_of is None or name in args.memory_of):
                     row["peak_growth_mb"] = memory(args.peers, backend, n, name)
                 report.append(row)
                 extra = ""

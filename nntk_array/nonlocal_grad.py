@@ -142,6 +142,8 @@ def nonlocal_grad(
     p = theta.shape[0]
     check_finite(xp, theta=theta, samples=samples_arr)
     smooth = smoothing_spec(smoothing, sigma, form, radial, scale)
+    if smooth.perturbation != "gaussian":
+        raise ValueError("nonlocal_grad takes perturbation='gaussian' only (lowrank: nk.nntk)")
     sampler = Estimator(sampling=sampling)  # validates `sampling`
     res = resources_spec(resources, memory_budget, samples_per_call, "auto")
     seed = check_seed(seed)
@@ -206,6 +208,7 @@ def nonlocal_grad(
             draw=plan.draw,
             acc=theta.dtype,
         ):
+            assert c.h is not None  # kept by default
             sums.add(c.start, c.stop, c.d * (c.w / c.t)[:, None], c.h)
         grad = sums.total / m
         shape = (*out_shape, p)

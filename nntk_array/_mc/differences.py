@@ -11,26 +11,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from array_api_compat import device
+from array_api_compat import device, is_writeable_array
 
 from .._typing import Array, DType, Namespace
+from ..backends.compile import program
+from ..models.protocol import Bound, bind
 from .directions import ROW_TILE, Directions
 from .smoothing import Form
 
-__all__ = ["Chunk", "Differences", "chunks", "collect"]
+__all__ = ["Chunk", "Differences", "chunks", "collect", "evaluator"]
 
 Evaluate = Callable[[Array], Array]  # (B, P) -> (B, N, O)
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """Perturbations ``start:stop``: h (B, P), differences d (B, N, O) and the weights w (B,)
-    against the directions u = h / t, in the accumulation dtype; |u|² (B,) where asked."""
+    """Perturbations ``start:stop``: h (B, P) (``None`` where not kept), differences d
+    (B, N, O) and the weights w (B,) against the directions u = h / t, in the accumulation
+    dtype; |u|² (B,) where asked."""
 
     start: int
     stop: int
-    h: Array
+    h: Array | None
     t: float | Array
     d: Array
     w: Array
@@ -55,6 +59,24 @@ class Differences:
     norms: Norms | None
 
 
+def evaluator(model: Bound, xp: Namespace, x: Array) -> tuple[Evaluate, bool]:
+    """thetas ↦ the model's outputs (B, N, O) at the inputs ``x``, and whether it is compiled:
+    on JAX one compiled program per model (:func:`~nntk_array.backends.compile.program`; XLA
+    fuses the layers of the forward pass), reused by every chunk, seed and call; elsewhere
+    the model itself."""
+
+    def build(owner: Callable[[], Any]) -> Callable[[Array, Array], Array]:
+        def run(thetas: Array, x: Array) -> Array:
+            return bind(owner(), xp, thetas[0, ...], x).evaluate(thetas, x)
+
+        return run
+
+    compiled = program(("evaluate",), build)
+    if compiled is None:
+        return (lambda thetas: model.evaluate(thetas, x)), False
+    return (lambda thetas: compiled(thetas, x)), True
+
+
 def chunks(
     evaluate: Evaluate,
     theta: Array,
@@ -65,21 +87,27 @@ def chunks(
     draw: int,
     acc: DType,
     norms: bool = False,
+    keep_h: bool = True,
 ) -> Iterator[Chunk]:
     """Evaluate the model for all M perturbations, ``chunk`` at a time.
 
     Directions are drawn ``draw`` rows (whole tiles) at a time; ``norms`` asks for |u|².
+    Without ``keep_h`` the chunks' ``h`` is not returned (``None``): the perturbed parameters
+    are formed in its place, so a chunk needs one (B, P) array less (the kernels).
     """
     xp = dirs.xp
     base = evaluate(theta[None, :]) if form.needs_base else None
-    group = max(draw, -(-chunk // ROW_TILE) * ROW_TILE)
+    # whole tiles, unless the directions give any rows cheaply: then a chunk's own rows
+    group = chunk if dirs.any_rows else max(draw, -(-chunk // ROW_TILE) * ROW_TILE)
     for g0 in range(0, dirs.num_rows, group):
         g1 = min(g0 + group, dirs.num_rows)
         block = form.perturb(dirs, g0, g1, norms=norms)
         for b0 in range(g0, g1, chunk):
             b1 = min(b0 + chunk, g1)
             rows = slice(b0 - g0, b1 - g0)
-            d = xp.astype(form.difference(evaluate, theta, block.h[rows, :], base), acc, copy=False)
+            h = block.h[rows, :]
+            spend = not keep_h and is_writeable_array(h)
+            d = xp.astype(form.difference(evaluate, theta, h, base, spend=spend), acc, copy=False)
             w = block.w
             if isinstance(w, float):
                 w = xp.full((b1 - b0,), w, dtype=acc, device=device(d))
@@ -87,7 +115,7 @@ def chunks(
                 w = xp.astype(w[rows], acc, copy=False)
             t = block.t if isinstance(block.t, float) else block.t[rows]
             u_sq = None if block.u_sq is None else block.u_sq[rows]
-            yield Chunk(b0, b1, block.h[rows, :], t, d, w, u_sq)
+            yield Chunk(b0, b1, h if keep_h else None, t, d, w, u_sq)
 
 
 def collect(parts: Iterable[Chunk], *, xp: Namespace, acc: DType, norms: bool) -> Differences:

@@ -19,7 +19,7 @@ from ..backends.dtypes import require_dtype
 from ..models.protocol import Bound, bind, check_inputs
 from . import attention as att_mc
 from . import lowrank, reduced
-from .differences import Differences, chunks, collect
+from .differences import Differences, chunks, collect, evaluator
 from .directions import Directions, check_explicit, make_directions
 from .estimators import (
     Estimator,
@@ -256,18 +256,19 @@ def rows(problem: Problem, x: Array, *, attention: bool) -> Differences:
     norms the attention scores need when ``attention``)."""
     needs_norms = attention or (problem.est.diagonal and isinstance(problem.form, Radial))
 
-    def evaluate(thetas: Array) -> Array:
-        return problem.model.evaluate(thetas, x)
-
+    evaluate, compiled = evaluator(problem.model, problem.xp, x)
     parts = chunks(
         evaluate,
         problem.theta,
         problem.dirs,
         problem.form,
-        chunk=problem.plan.chunk,
+        # a compiled forward fuses its elementwise passes: cache-sized chunks would only
+        # multiply the per-chunk dispatch
+        chunk=problem.plan.wide_chunk if compiled else problem.plan.chunk,
         draw=problem.plan.draw,
         acc=problem.acc,
         norms=needs_norms,
+        keep_h=False,
     )
     return collect(parts, xp=problem.xp, acc=problem.acc, norms=needs_norms)
 

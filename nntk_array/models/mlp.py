@@ -140,6 +140,10 @@ class MLP:
     (2, 5, 2)
     """
 
+    #: a pure function of (theta, x) with no state between calls, so the engine may run it
+    #: inside programs compiled once per shapes (JAX)
+    jax_compilable = True
+
     def __init__(
         self,
         in_features: int,

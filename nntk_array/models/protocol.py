@@ -18,6 +18,10 @@ user's class) can offer the structured treatment without inheriting from anythin
     Raise ``ValueError`` for inputs of the wrong shape (named ``name`` in the message).
 ``apply_unchecked(thetas, x)``
     ``apply`` without argument checks; the kernels validate once and then call this per chunk.
+``jax_compilable``
+    ``True`` for a pure function of (θ, x) that keeps no state between calls: on JAX the
+    kernels then run its evaluations inside programs compiled once per shapes. Default
+    ``False`` (a model with a noise stream or a counter runs eagerly).
 ``eval_bytes_per_set(n_inputs, itemsize)``
     Bytes one parameter set needs in a batched evaluation: the memory plan sizes chunks of
     perturbations with it.
