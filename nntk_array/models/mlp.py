@@ -140,10 +140,6 @@ class MLP:
     (2, 5, 2)
     """
 
-    #: a pure function of (theta, x) with no state between calls, so the engine may run it
-    #: inside programs compiled once per shapes (JAX)
-    jax_compilable = True
-
     def __init__(
         self,
         in_features: int,
@@ -349,6 +345,18 @@ class MLP:
         from array_api_compat import array_namespace
 
         return self._forward(array_namespace(theta, x), theta, x, keep_trace=False)[0]
+
+    @property
+    def jax_compilable(self) -> bool:
+        """``True``: the network is a pure function of (θ, x) that keeps no state between
+        calls, so on JAX the kernels run its evaluations in programs compiled once per shapes.
+
+        Examples
+        --------
+        >>> MLP(1, (4,)).jax_compilable
+        True
+        """
+        return True
 
     @property
     def linear_blocks(self) -> tuple[tuple[int, int], ...]:
