@@ -334,8 +334,9 @@ class _Gaussian(_Tiled):
     """Independent standard normal rows."""
 
     def _draw(self, i: int, j: int, out: Array | None = None) -> Array:
-        gen = self._gen.spawn(_TILES, i, j)
-        return gen.normal(self._tile_shape(i, j), dtype=self.dtype, out=out)
+        return self._gen.spawn_normal(
+            (_TILES, i, j), self._tile_shape(i, j), dtype=self.dtype, out=out
+        )
 
 
 class _Lattice(_Tiled):

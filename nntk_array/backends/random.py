@@ -119,6 +119,28 @@ class Generator:
         )
         return Generator(int(state[0] >> 1), xp=self.xp, device=self.device)
 
+    def spawn_normal(
+        self,
+        path: tuple[int, ...],
+        shape: tuple[int, ...],
+        *,
+        dtype: DType,
+        out: Array | None = None,
+    ) -> Array:
+        """``spawn(*path).normal(shape, dtype=dtype, out=out)``, the same numbers; on JAX one
+        compiled program per shape instead of a dispatch per fold-in, split and draw (the
+        random tiles of a kernel are many such draws)."""
+        if self._kind != "jax":
+            return self.spawn(*path).normal(shape, dtype=dtype, out=out)
+        import jax.numpy as jnp
+
+        drawn = _jax_spawn_normal()(self._root, jnp.asarray(path, dtype=jnp.uint32), shape, dtype)
+        if self.device is not None:
+            import jax
+
+            drawn = jax.device_put(drawn, self.device)
+        return drawn
+
     def _draw_entropy(self) -> int:
         if self._kind == "torch":
             import torch
@@ -236,6 +258,27 @@ class Generator:
             return rng.random(shape, dtype=dtype)
         host = rng.standard_normal(shape) if dist == "normal" else rng.random(shape)
         return xp.asarray(host, dtype=dtype, device=dev)
+
+
+_compiled: list[Callable[..., Array]] = []
+
+
+def _jax_spawn_normal() -> Callable[..., Array]:
+    """The jitted fold-ins, split and normal draw of :meth:`Generator.spawn_normal`."""
+    if not _compiled:
+        from functools import partial
+
+        import jax
+
+        @partial(jax.jit, static_argnums=(2, 3))
+        def draw(root: Array, path: Array, shape: tuple[int, ...], dtype: DType) -> Array:
+            key = root
+            for k in range(path.shape[0]):
+                key = jax.random.fold_in(key, path[k])
+            return jax.random.normal(jax.random.split(key)[1], shape, dtype=dtype)
+
+        _compiled.append(draw)
+    return _compiled[0]
 
 
 def _fills(xp: Namespace) -> bool:

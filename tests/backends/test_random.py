@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, is_writeable_array
 from array_api_compat import device as array_device
 
 from nntk_array.backends.random import Generator
@@ -22,6 +22,19 @@ class TestGenerator:
         first = to_numpy(a.normal((5,), dtype=dtype))
         np.testing.assert_array_equal(first, to_numpy(b.normal((5,), dtype=dtype)))
         assert not np.array_equal(first, to_numpy(a.normal((5,), dtype=dtype)))
+
+    def test_spawn_normal_and_writes_into_views(self, xp, dtype, device):
+        # the fused draw (compiled on JAX) and the draw into a strided view of a block give
+        # the numbers of spawn(...).normal(...)
+        gen = Generator(5, xp=xp, device=device)
+        want = to_numpy(gen.spawn(0, 2, 3).normal((4, 6), dtype=dtype))
+        got = to_numpy(gen.spawn_normal((0, 2, 3), (4, 6), dtype=dtype))
+        np.testing.assert_array_equal(got, want)
+        block = xp.zeros((4, 10), dtype=dtype, device=device)
+        if is_writeable_array(block):
+            gen.spawn(0, 2, 3).normal((4, 6), dtype=dtype, out=block[:, 2:8])
+            np.testing.assert_array_equal(to_numpy(block)[:, 2:8], want)
+            assert not to_numpy(block)[:, :2].any() and not to_numpy(block)[:, 8:].any()
 
     def test_moments(self, xp, dtype, device):
         # 40000 draws: the sample mean has standard error 0.005, the variance 0.007.
