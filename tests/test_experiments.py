@@ -119,8 +119,10 @@ def _check_infinite_width_rows(data: dict) -> None:
                     )
                     err += np.sum((pred - y_tr[held]) ** 2)
                 cv.append(err / n)
-            best = int(np.argmin(cv))
-            assert rec[key] == cfg[grid][best], (rec, cv)
+            # the chosen value attains the least held-out error; saturated flow times tie to
+            # rounding (1e4 and 1e5 differ in the 15th digit), so either may be chosen
+            chosen = cfg[grid].index(rec[key])
+            assert cv[chosen] <= min(cv) * (1 + 1e-9), (rec, cv)
             test = predictor(k[:n, :n], y_tr, k[n:, :n], rec[key])
             mse = rec["ridge_mse" if key == "ridge" else "flow_mse"]
             assert mse == pytest.approx(np.mean((test - y_te) ** 2), rel=1e-6)
