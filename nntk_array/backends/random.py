@@ -352,6 +352,8 @@ def draw_parallel(
 
 
 _pools: dict[int, ThreadPoolExecutor] = {}
+# a forked child inherits the pools but not their threads: it starts its own
+os.register_at_fork(after_in_child=_pools.clear)
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from array_api_compat import array_namespace, is_writeable_array
@@ -131,3 +133,26 @@ class TestTorchDevices:
                 (3,), dtype=torch.float32
             )
         assert out.device == torch.device("cuda", 1)
+
+
+def _draw_in_child(queue):  # module level: the child runs it after fork
+    from nntk_array.backends.random import draw_parallel
+
+    queue.put([float(a[0]) for a in draw_parallel([lambda: np.ones(2)] * 4, xp=np)])
+
+
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork on this platform")
+def test_parallel_draws_work_in_a_forked_child():
+    # the long-lived draw pool's threads do not survive fork: a child must start its own
+    import multiprocessing
+
+    from nntk_array.backends.random import draw_parallel
+
+    draw_parallel([lambda: np.ones(2)] * 4, xp=np)  # the parent's pool exists
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_draw_in_child, args=(queue,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == [1.0] * 4
