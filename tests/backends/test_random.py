@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -135,24 +137,31 @@ class TestTorchDevices:
         assert out.device == torch.device("cuda", 1)
 
 
-def _draw_in_child(queue):  # module level: the child runs it after fork
-    from nntk_array.backends.random import draw_parallel
+FORK_CHECK = """
+import multiprocessing
+import numpy as np
+from nntk_array.backends.random import draw_parallel
 
+def draw(queue):
     queue.put([float(a[0]) for a in draw_parallel([lambda: np.ones(2)] * 4, xp=np)])
 
-
-@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork on this platform")
-def test_parallel_draws_work_in_a_forked_child():
-    # the long-lived draw pool's threads do not survive fork: a child must start its own
-    import multiprocessing
-
-    from nntk_array.backends.random import draw_parallel
-
+if __name__ == "__main__":
     draw_parallel([lambda: np.ones(2)] * 4, xp=np)  # the parent's pool exists
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
-    child = ctx.Process(target=_draw_in_child, args=(queue,))
+    child = ctx.Process(target=draw, args=(queue,))
     child.start()
     child.join(60)
-    assert child.exitcode == 0
+    assert child.exitcode == 0, child.exitcode
     assert queue.get(timeout=5) == [1.0] * 4
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork on this platform")
+def test_parallel_draws_work_in_a_forked_child(tmp_path):
+    # the long-lived draw pool's threads do not survive fork: a child must start its own.
+    # A fresh interpreter, so that no multithreaded library (JAX) is loaded when it forks.
+    script = tmp_path / "fork_check.py"
+    script.write_text(FORK_CHECK)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
