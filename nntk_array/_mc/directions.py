@@ -219,13 +219,17 @@ class _Tiled(Directions):
                 fresh.append(((i, j), view))
         draw_parallel(draws, xp=xp, device=self.device)
         if keep:
-            for k, view in fresh:
-                size = math.prod(view.shape) * self._itemsize
-                if size > self._cache_left:
-                    break
-                self._cache[k] = xp.asarray(view, copy=True)
-                self._cache_left -= size
+            self._keep(fresh, copy=True)
         return out
+
+    def _keep(self, tiles: list[tuple[tuple[int, int], Array]], *, copy: bool) -> None:
+        """Cache new tiles (copies of them with ``copy``) while the byte budget allows."""
+        for k, t in tiles:
+            size = math.prod(t.shape) * self._itemsize
+            if size > self._cache_left:
+                break
+            self._cache[k] = self.xp.asarray(t, copy=True) if copy else t
+            self._cache_left -= size
 
     def _tiles(self, keys: list[tuple[int, int]], *, keep: bool) -> list[Array]:
         missing = [k for k in keys if k not in self._cache]
@@ -234,12 +238,7 @@ class _Tiled(Directions):
         )
         fresh = dict(zip(missing, drawn, strict=True))
         if keep:
-            for k, t in fresh.items():
-                size = math.prod(t.shape) * self._itemsize
-                if size > self._cache_left:
-                    break
-                self._cache[k] = t
-                self._cache_left -= size
+            self._keep(list(fresh.items()), copy=False)
         return [self._cache[k] if k in self._cache else fresh[k] for k in keys]
 
     def _all(self) -> Array | None:

@@ -150,19 +150,24 @@ def draw(
     return Factors(blocks, tuple(map(cat, left)), tuple(map(cat, right)), cat(rest), rank)
 
 
+def _matrices(xp: Namespace, left: Array, right: Array) -> Array:
+    """Σ_k a_k b_kᵀ of factors (B, r, fan_in) and (B, r, fan_out), flat: (B, fan_in·fan_out)."""
+    e = xp.matmul(xp.permute_dims(left, (0, 2, 1)), right)  # (B, fan_in, fan_out)
+    return xp.reshape(e, (e.shape[0], -1))
+
+
 def materialize(
     xp: Namespace, blocks: tuple[MatrixBlock, ...], h: LowRankPerturbation, num_params: int
 ) -> Array:
     """The B × P perturbations of factored ones (for models without ``lowrank_apply``, a
     chunk at a time, and for tests)."""
     parts, pos, off = [], 0, 0
-    rest, b = h.rest, h.batch
+    rest = h.rest
     for block, a, c in zip(blocks, h.left, h.right, strict=True):
         if block.start > pos:
             parts.append(rest[:, off : off + block.start - pos])
             off += block.start - pos
-        e = xp.matmul(xp.permute_dims(a, (0, 2, 1)), c)  # (B, fan_in, fan_out)
-        parts.append(xp.reshape(e, (b, block.fan_in * block.fan_out)))
+        parts.append(_matrices(xp, a, c))
         pos = block.start + block.fan_in * block.fan_out
     if num_params > pos:
         parts.append(rest[:, off : off + num_params - pos])
@@ -182,7 +187,7 @@ def gram(xp: Namespace, factors: Factors, acc: Any, budget: int) -> Array:
         if size <= r * r * (block.fan_in + block.fan_out) and (
             m * size * acc_size <= budget // GRAM_SHARE
         ):  # the matrices themselves are smaller than the factor products
-            e = xp.reshape(xp.matmul(xp.permute_dims(a, (0, 2, 1)), b), (m, size))
+            e = _matrices(xp, a, b)
             g = g + xp.matmul(e, xp.permute_dims(e, (1, 0))) / float(r)
             continue
         a2, b2 = xp.reshape(a, (m * r, block.fan_in)), xp.reshape(b, (m * r, block.fan_out))

@@ -89,13 +89,10 @@ class _FiniteDifference(Form):
     def difference(
         self, evaluate: Evaluate, theta: Array, h: Array, base: Array | None, *, spend: bool = False
     ) -> Array:
-        if not spend:
-            if self.antithetic:
-                return evaluate(theta + h) - evaluate(theta - h)
-            return evaluate(theta + h) - base
         minus = theta - h if self.antithetic else None
-        h += theta  # θ + h in place
-        plus = evaluate(h)
+        if spend:
+            h += theta  # θ + h in place of h
+        plus = evaluate(h if spend else theta + h)
         return plus - (base if minus is None else evaluate(minus))
 
 
