@@ -16,6 +16,8 @@ random numbers can be regenerated on demand instead of stored.
 
 from __future__ import annotations
 
+import functools
+import math
 import numbers
 import os
 import threading
@@ -260,25 +262,19 @@ class Generator:
         return xp.asarray(host, dtype=dtype, device=dev)
 
 
-_compiled: list[Callable[..., Array]] = []
-
-
+@functools.cache
 def _jax_spawn_normal() -> Callable[..., Array]:
     """The jitted fold-ins, split and normal draw of :meth:`Generator.spawn_normal`."""
-    if not _compiled:
-        from functools import partial
+    import jax
 
-        import jax
+    def draw(root: Array, path: Array, shape: tuple[int, ...], dtype: DType) -> Array:
+        key = root
+        for k in range(path.shape[0]):
+            key = jax.random.fold_in(key, path[k])
+        return jax.random.normal(jax.random.split(key)[1], shape, dtype=dtype)
 
-        @partial(jax.jit, static_argnums=(2, 3))
-        def draw(root: Array, path: Array, shape: tuple[int, ...], dtype: DType) -> Array:
-            key = root
-            for k in range(path.shape[0]):
-                key = jax.random.fold_in(key, path[k])
-            return jax.random.normal(jax.random.split(key)[1], shape, dtype=dtype)
-
-        _compiled.append(draw)
-    return _compiled[0]
+    compiled: Callable[..., Array] = jax.jit(draw, static_argnums=(2, 3))
+    return compiled
 
 
 def _fills(xp: Namespace) -> bool:
@@ -290,18 +286,19 @@ _local = threading.local()
 
 
 def _scratch(shape: tuple[int, ...], dtype: DType, dev: Device) -> Array:
-    """A reusable contiguous buffer per thread, shape and dtype: draws into non-contiguous
-    views go through it, since fresh blocks of this size cost page faults on every draw."""
+    """A contiguous array of ``shape`` over a reusable buffer (one per thread, dtype and
+    device, grown to the largest draw): draws into non-contiguous views go through it, since
+    fresh blocks of this size cost page faults on every draw."""
     buffers = _local.__dict__.setdefault("buffers", {})
-    key = (shape, str(dtype), str(dev))
-    if key not in buffers:
+    key, size = (str(dtype), str(dev)), math.prod(shape)
+    if key not in buffers or buffers[key].shape[0] < size:
         if dev is None:
-            buffers[key] = np.empty(shape, dtype=dtype)
+            buffers[key] = np.empty(size, dtype=dtype)
         else:
             import torch
 
-            buffers[key] = torch.empty(shape, dtype=dtype, device=dev)
-    return buffers[key]
+            buffers[key] = torch.empty(size, dtype=dtype, device=dev)
+    return buffers[key][:size].reshape(shape)
 
 
 def _full_device(dev: Device) -> object:
