@@ -328,7 +328,9 @@ def _products(
             if lo >= hi:
                 continue
             for k, a in enumerate(arrays):
-                part = xp.matmul(a[..., lo:hi], u[lo - r0 : hi - r0, :])
+                # one 2-D GEMM: a 3-D ã would be N·O small products against the same block
+                flat = xp.reshape(a[..., lo:hi], (-1, hi - lo))
+                part = xp.reshape(xp.matmul(flat, u[lo - r0 : hi - r0, :]), (*a.shape[:-1], -1))
                 slot[k] = part if slot[k] is None else slot[k] + part
     return out
 

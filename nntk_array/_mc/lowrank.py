@@ -218,7 +218,9 @@ def weighted(problem: Any) -> tuple[Array, Array, Array, Array, Array]:
     factors = draw(xp, spec.seed, m, model.matrix_blocks, model.num_params, rank, theta.dtype, dev)
     evaluate = _evaluator(xp, model, theta, x)
     itemsize = 4 if theta.dtype == xp.float32 else 8
-    per_set = model.eval_bytes_per_set(n, itemsize)
+    # the factor forward goes layer by layer: (B, N, fan_out) activations per layer
+    widest = max(block.fan_out for block in model.matrix_blocks)
+    per_set = max(model.eval_bytes_per_set(n, itemsize), 3 * n * widest * itemsize)
     if model.lowrank_apply is None:  # a chunk's perturbations and parameter sets
         per_set += 2 * model.num_params * itemsize
     # the factor forward is one shared-weight GEMM over all B·N rows: as many rows as fit

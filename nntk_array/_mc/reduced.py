@@ -44,9 +44,10 @@ from ..backends.autodiff import has_autodiff
 from ..backends.compile import program
 from ..models.activations import ACTIVATIONS
 from ..models.mlp import SMALL_CONTRACTION, dense
+from ..models.piecewise import MIN_INPUTS, line_sums
 from ..models.protocol import Bound, LastLayer, bind
 from .estimators import batch_bounds, jackknife
-from .plan import JACKKNIFE_BATCHES
+from .plan import DEFAULT_BUDGET, JACKKNIFE_BATCHES, chunk_rows
 
 __all__ = ["Reduction", "choose", "compute"]
 
@@ -156,7 +157,7 @@ def compute(problem: Any) -> Array | tuple[Array, Array]:
     antithetic = problem.spec.estimator.sampling == "antithetic"
     base = _base(xp, problem, theta, x, red)
     features = _chunk_sums(xp, model, theta, x, red, base, sigma, antithetic)
-    dirs, chunk = problem.dirs, max(1, problem.plan.wide_chunk // 2)
+    dirs, chunk = problem.dirs, _chunk(problem, theta.dtype)
     bounds = batch_bounds(problem.groups, JACKKNIFE_BATCHES)
     sums, counts = [], []
     for b0, b1 in bounds:
@@ -177,6 +178,34 @@ def compute(problem: Any) -> Array | tuple[Array, Array]:
     if isinstance(result, tuple):
         return result[0][:, :, None, None], result[1][:, :, None, None]
     return result[:, :, None, None]
+
+
+def _by_breakpoints(red: Reduction, last: LastLayer | None, n_inputs: int) -> bool:
+    """Whether the per-unit sums come from the units' breakpoints (:mod:`..models.piecewise`):
+    for a last hidden layer that is the first, of one input and a kinked activation, where
+    no per-sample output is needed (``rest`` = 0)."""
+    return (
+        red.units
+        and red.rest == 0
+        and last is not None
+        and last.fan_in == 1
+        and ACTIVATIONS[last.activation].kink is not None
+        and n_inputs >= MIN_INPUTS
+    )
+
+
+def _chunk(problem: Any, dtype: Any) -> int:
+    """Samples per chunk: half the plan's widest chunk (the per-chunk (N, F) sums favour
+    large chunks), or as many of the structured pass's (N, width) temporaries as fit."""
+    n, last, red = problem.inputs.x.shape[0], problem.model.last_layer, problem.reduction
+    if last is None or not red.readout or _by_breakpoints(red, last, n):
+        return max(1, int(problem.plan.wide_chunk) // 2)
+    resources = problem.spec.resources
+    itemsize = 4 if dtype == problem.xp.float32 else 8
+    per_set = itemsize * (problem.model.num_params + 4 * n * last.width)
+    budget = resources.memory_budget or DEFAULT_BUDGET
+    rows = chunk_rows(resources.samples_per_call, budget, per_set, problem.dirs.num_rows, wide=True)
+    return max(1, rows // 2)
 
 
 def _base(xp: Namespace, problem: Any, theta: Array, x: Array, red: Reduction) -> _Base:
@@ -334,34 +363,40 @@ def _structured(
     slope = base.slope
     inputs = base.inputs
 
+    breaks = _by_breakpoints(red, last, n)
+
     def sums(u: Array) -> Array:
         b = u.shape[0]
-        h = sigma * u
-        a_p = act.fn(xp, hidden(theta + h, x)[1])  # (B, N, width)
-        if antithetic:
-            a_m = act.fn(xp, hidden(theta - h, x)[1])
-            feats, delta = 0.5 * _sum_rows(xp, a_p + a_m), 0.5 * (a_p - a_m)
-        else:
-            feats, delta = _sum_rows(xp, a_p), a_p - base.a0
         cols = _unit_coordinates(xp, last, u)  # (B, width) each: unit j's direction
-        if red.jvp:
+        if breaks:
+            feats, q = _breakpoint_sums(xp, last, theta, inputs, base.a0, sigma, cols, antithetic)
+            delta = None  # no per-sample outputs are needed (rest = 0)
+        else:
+            h = sigma * u
+            a_p = act.fn(xp, hidden(theta + h, x)[1])  # (B, N, width)
+            if antithetic:
+                a_m = act.fn(xp, hidden(theta - h, x)[1])
+                feats, delta = 0.5 * _sum_rows(xp, a_p + a_m), 0.5 * (a_p - a_m)
+            else:
+                feats, delta = _sum_rows(xp, a_p), a_p - base.a0
             # the linearization σ φ'(z) ż_m is subtracted where it is cheapest: the part
             # through earlier layers per sample, each unit's own part and the readout's
             # through sums (ż is linear in u)
-            up = hidden(theta[None, :], x, u, own=False)[2]
+            up = hidden(theta[None, :], x, u, own=False)[2] if red.jvp else None
             if up is not None:
                 delta = delta - sigma * (slope * up)
-            if not antithetic:  # mirrored features have no linear term to remove
-                dz = hidden(theta[None, :], x, xp.sum(u, axis=0)[None, :])[2]
-                assert dz is not None
-                feats = feats - sigma * (slope * dz[0, ...])
+            q = _unit_sums(xp, delta, cols) if red.units else None  # (N, width, k)
+        if red.jvp and not antithetic:  # mirrored features have no linear term to remove
+            dz = hidden(theta[None, :], x, xp.sum(u, axis=0)[None, :])[2]
+            assert dz is not None
+            feats = feats - sigma * (slope * dz[0, ...])
         parts = [last.c_v * feats]  # (N, width)
-        if red.units:
-            q = _unit_sums(xp, delta, cols)  # (N, width, k)
+        if q is not None:
             if red.jvp:
                 q = q - sigma * slope[:, :, None] * _own_second_moments(xp, inputs, cols)
             parts.append(xp.reshape(q * w, (n, -1)))
         if rest:
+            assert delta is not None
             d = last.c_v * dense(xp, delta, v)  # (B, N, O): the output difference
             if red.jvp and not red.units:  # the last layer's own linear response
                 d = d - (sigma * last.c_v) * _own_response(xp, inputs, slope, v, cols)
@@ -371,6 +406,41 @@ def _structured(
         return xp.concat(parts, axis=1)
 
     return sums
+
+
+def _breakpoint_sums(
+    xp: Namespace,
+    last: LastLayer,
+    theta: Array,
+    inputs: Array,
+    a0: Array,
+    sigma: float,
+    cols: list[Array],
+    antithetic: bool,
+) -> tuple[Array, Array]:
+    """A chunk's readout features Σ_m φ(z_m) (N, width) and unit sums Σ_m δ_m u_m
+    (N, width, k) for a first hidden layer of one input, without the (B, N, width)
+    pre-activations: each unit's B perturbed lines φ(c_w (w + σu_w) a + c_b (b + σu_b)) are
+    summed by their breakpoints over the layer's inputs a (:func:`line_sums`)."""
+    width = last.width
+    w = theta[last.w_start : last.w_start + width]
+    b = None if last.b_start is None else theta[last.b_start : last.b_start + width]
+    ones = xp.ones_like(cols[0])
+    weights = xp.permute_dims(xp.stack([ones, *cols], axis=2), (1, 0, 2))  # (width, B, 1 + k)
+    act = ACTIVATIONS[last.activation]
+
+    def summed(sign: float) -> Array:  # (N, width, 1 + k) at θ ± σu
+        step = sign * sigma
+        slope = xp.permute_dims(w + step * cols[0], (1, 0))
+        shift = None if b is None else last.c_b * xp.permute_dims(b + step * cols[1], (1, 0))
+        return xp.permute_dims(line_sums(xp, inputs[:, 0], slope, shift, weights, act), (1, 0, 2))
+
+    plus = summed(1.0)
+    if antithetic:
+        minus = summed(-1.0)
+        return 0.5 * (plus[..., 0] + minus[..., 0]), 0.5 * (plus[..., 1:] - minus[..., 1:])
+    totals = xp.stack([xp.sum(c, axis=0) for c in cols], axis=1)  # (width, k): Σ_m u_m
+    return plus[..., 0], plus[..., 1:] - a0[:, :, None] * totals[None, ...]
 
 
 def _unit_coordinates(xp: Namespace, last: LastLayer, u: Array) -> list[Array]:

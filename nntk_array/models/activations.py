@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .._typing import Array, Namespace
 from ..backends.special import erf
 
-__all__ = ["ACTIVATIONS", "LEAKY_RELU_SLOPE", "Activation"]
+__all__ = ["ACTIVATIONS", "LEAKY_RELU_SLOPE", "Activation", "Kink"]
 
 LEAKY_RELU_SLOPE = 0.01
 
@@ -23,12 +23,32 @@ _Fn = Callable[[Namespace, Array], Array]
 
 
 @dataclass(frozen=True)
+class Kink:
+    """An activation that is a line on either side of 0: ``neg_slope·z + neg_value`` for
+    z < 0, ``pos_slope·z + pos_value`` for z > 0, and ``zero_value`` at 0."""
+
+    neg_slope: float
+    neg_value: float
+    pos_slope: float
+    pos_value: float
+    zero_value: float = 0.0
+
+    @property
+    def zero_differs(self) -> bool:
+        """Whether the value at 0 is not the limit from one side (a jump: sign, step)."""
+        return self.zero_value != self.neg_value or self.zero_value != self.pos_value
+
+
+@dataclass(frozen=True)
 class Activation:
-    """An activation ``fn`` and its almost-everywhere derivative ``deriv``."""
+    """An activation ``fn``, its almost-everywhere derivative ``deriv``, and its two lines
+    where it is linear on either side of 0 (``kink``; networks of one input then evaluate
+    exactly by sorting breakpoints, see :mod:`.piecewise`)."""
 
     name: str
     fn: _Fn
     deriv: _Fn
+    kink: Kink | None = None
 
 
 def _step(xp: Namespace, z: Array) -> Array:
@@ -48,25 +68,33 @@ ACTIVATIONS: dict[str, Activation] = {
     for a in (
         # max(z, c z) in one pass; autodiff of maximum splits a tie evenly, hence the
         # derivative (1 + c)/2 + (1 - c)/2 sign(z), which is c-or-1 off the kink.
-        Activation("relu", lambda xp, z: xp.maximum(z, 0.0), lambda xp, z: 0.5 * xp.sign(z) + 0.5),
+        Activation(
+            "relu",
+            lambda xp, z: xp.maximum(z, 0.0),
+            lambda xp, z: 0.5 * xp.sign(z) + 0.5,
+            Kink(0.0, 0.0, 1.0, 0.0),
+        ),
         Activation(
             "leaky_relu",
             lambda xp, z: xp.maximum(z, LEAKY_RELU_SLOPE * z),
             lambda xp, z: (
                 (0.5 * (1.0 - LEAKY_RELU_SLOPE)) * xp.sign(z) + 0.5 * (1.0 + LEAKY_RELU_SLOPE)
             ),
+            Kink(LEAKY_RELU_SLOPE, 0.0, 1.0, 0.0),
         ),
         Activation("tanh", lambda xp, z: xp.tanh(z), lambda xp, z: 1.0 - xp.tanh(z) ** 2),
         Activation("erf", erf, lambda xp, z: (2.0 / math.sqrt(math.pi)) * xp.exp(-(z * z))),
-        Activation("sign", lambda xp, z: xp.sign(z), _zeros),
-        Activation("step", _step, _zeros),
+        Activation("sign", lambda xp, z: xp.sign(z), _zeros, Kink(0.0, -1.0, 0.0, 1.0)),
+        Activation("step", _step, _zeros, Kink(0.0, 0.0, 0.0, 1.0)),
         # 2(z - floor(z + 1/2)): the period-1 sawtooth with range [-1, 1), slope 2.
         Activation(
             "sawtooth",
             lambda xp, z: 2.0 * (z - xp.floor(z + 0.5)),
             lambda xp, z: xp.full_like(z, 2.0),
         ),
-        Activation("abs", lambda xp, z: xp.abs(z), lambda xp, z: xp.sign(z)),
+        Activation(
+            "abs", lambda xp, z: xp.abs(z), lambda xp, z: xp.sign(z), Kink(-1.0, 0.0, 1.0, 0.0)
+        ),
         Activation("identity", lambda xp, z: z, _ones),
     )
 }

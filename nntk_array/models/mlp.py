@@ -26,6 +26,7 @@ from .._validate import (
 from .._xp import as_namespace, default_float_dtype, resolve
 from ..backends.dtypes import require_dtype
 from ..backends.random import Generator
+from . import piecewise
 from .activations import ACTIVATIONS
 from .protocol import LastLayer, LowRankPerturbation, MatrixBlock, NTKTerm
 
@@ -316,7 +317,7 @@ class MLP:
         self.check_theta(theta, batched=True)
         self.check_x("x", x)
         check_finite(xp, theta=theta, x=x)
-        return self._forward(xp, theta, x)[0]
+        return self._evaluate(xp, theta, x)
 
     __call__ = apply
 
@@ -324,7 +325,11 @@ class MLP:
         """:meth:`apply` without argument checks, for callers that validated once.
 
         The kernels call it once per chunk of perturbations; each layer's temporaries are
-        freed as soon as the next layer is computed.
+        freed as soon as the next layer is computed. A network of one input with one hidden
+        layer and a kinked activation, at 32 inputs or more, is evaluated exactly as a
+        piecewise-linear function of the input instead (its units' breakpoints sorted once
+        per parameter set): equal to the layer-by-layer pass up to rounding, and several
+        times faster.
 
         Parameters
         ----------
@@ -344,7 +349,7 @@ class MLP:
         """
         from array_api_compat import array_namespace
 
-        return self._forward(array_namespace(theta, x), theta, x, keep_trace=False)[0]
+        return self._evaluate(array_namespace(theta, x), theta, x)
 
     @property
     def jax_compilable(self) -> bool:
@@ -576,6 +581,35 @@ class MLP:
         b = xp.reshape(theta[..., layer.b_start : layer.end], (*lead, 1, layer.fan_out))
         return w, b
 
+    def _piecewise(self, n_inputs: int) -> bool:
+        """Whether evaluations at ``n_inputs`` inputs sort breakpoints (:mod:`.piecewise`)."""
+        return (
+            self.in_features == 1
+            and len(self.hidden) == 1
+            and ACTIVATIONS[self.activation].kink is not None
+            and n_inputs >= piecewise.MIN_INPUTS
+        )
+
+    def _evaluate(self, xp: Namespace, theta: Array, x: Array) -> Array:
+        """The outputs for θ (P,) or (B, P), by breakpoints where that pays. No validation."""
+        if theta.ndim > 2 or not self._piecewise(x.shape[0]):
+            return self._forward(xp, theta, x, keep_trace=False)[0]
+        thetas = theta if theta.ndim == 2 else theta[None, :]
+        hidden, readout = self._layers
+        w, b = self._params(xp, thetas, hidden)
+        v, c = self._params(xp, thetas, readout)
+        out = piecewise.line_sums(
+            xp,
+            x[:, 0],
+            hidden.w_coef * w[:, 0, :],
+            None if b is None else hidden.b_coef * b[:, 0, :],
+            readout.w_coef * v,
+            ACTIVATIONS[self.activation],
+        )
+        if c is not None:
+            out = out + readout.b_coef * c
+        return out if theta.ndim == 2 else out[0, ...]
+
     def _forward(
         self, xp: Namespace, theta: Array, x: Array, *, keep_trace: bool = True
     ) -> tuple[Array, list[tuple[Array, Array]]]:
@@ -595,11 +629,14 @@ class MLP:
             a = z if i == last else act.fn(xp, z)
         return a, trace
 
-    def eval_bytes_per_set(self, n_inputs: int, itemsize: int) -> int:
+    def eval_bytes_per_set(
+        self, n_inputs: int, itemsize: int, *, layer_by_layer: bool = False
+    ) -> int:
         """Bytes one parameter set needs in a batched untraced forward over ``n_inputs``.
 
         That is a copy of the largest layer's weights and three activations of the widest
-        layer; :func:`nntk_array.nntk` sizes its chunks of perturbations with it.
+        layer (for a network evaluated by its breakpoints, a few dozen numbers per unit and
+        per input); :func:`nntk_array.nntk` sizes its chunks of perturbations with it.
 
         Parameters
         ----------
@@ -607,6 +644,9 @@ class MLP:
             Number N of inputs evaluated.
         itemsize : int
             Bytes per number (4 for float32, 8 for float64).
+        layer_by_layer : bool, default False
+            Count a layer-by-layer pass even where :meth:`apply` sorts breakpoints (for
+            callers that run :meth:`hidden_pass` or :meth:`lowrank_apply`).
 
         Returns
         -------
@@ -619,6 +659,12 @@ class MLP:
         """
         widths = (self.in_features, *self.hidden, self.out_features)
         largest = max(layer.end - layer.w_start for layer in self._layers)
+        if self._piecewise(n_inputs) and not layer_by_layer:  # per unit and input, and indices
+            units, n_out = self.hidden[0], self.out_features
+            per_unit, per_input = 16 + 6 * n_out, 8 + 8 * n_out
+            return itemsize * (largest + units * per_unit + n_inputs * per_input) + 8 * (
+                8 * units + 8 * n_inputs
+            )
         return itemsize * (largest + 3 * n_inputs * max(widths))
 
     @property

@@ -445,7 +445,8 @@ class NoisyMLP(_OnMLP):
         True
         """
         width = self.last_layer.width
-        return self.network.eval_bytes_per_set(n_inputs, itemsize) + itemsize * n_inputs * width
+        layers = self.network.eval_bytes_per_set(n_inputs, itemsize, layer_by_layer=True)
+        return layers + itemsize * n_inputs * width
 
     @property
     def ntk_numbers_per_input(self) -> int:

@@ -121,6 +121,28 @@ def test_deep_networks_agree_with_the_plain_estimator(xp, make, activation):
     assert np.all(np.abs(_np(ka) - _np(kn)) <= bound)
 
 
+@pytest.mark.parametrize("sampling", ["iid", "antithetic"])
+@pytest.mark.parametrize(("activation", "bias"), [("relu", True), ("sign", False)])
+def test_sums_by_breakpoints_equal_the_layer_pass(
+    xp, make, dtype, monkeypatch, activation, bias, sampling
+):
+    # from 32 inputs a first hidden layer of one input sums its units by their breakpoints
+    from nntk_array._mc import reduced
+
+    def kernel():  # a fresh model: JAX compiles its programs once per model
+        model = nk.MLP(1, (16,), 1, activation=activation, bias=bias)
+        theta = make(model.init(0, xp=np))
+        x = make(np.linspace(-1.0, 1.0, 40)[:, None])
+        return _np(nk.nntk(model, theta, x, sigma=SIGMA, samples=256, seed=2, sampling=sampling))
+
+    by_breakpoints = kernel()
+    monkeypatch.setattr(reduced, "MIN_INPUTS", 10**9)
+    layers = kernel()
+    scale = np.abs(layers).max()
+    atol = tol(dtype, "contraction") * scale
+    np.testing.assert_allclose(by_breakpoints, layers, rtol=0, atol=atol)
+
+
 def test_the_value_does_not_depend_on_stderr_or_chunking():
     model, theta = _net("relu")
     x = _grid()

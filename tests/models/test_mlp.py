@@ -123,6 +123,30 @@ class TestApply:
                 atol=tol(dtype, "contraction"),
             )
 
+    @pytest.mark.parametrize("bias", [True, False])
+    @pytest.mark.parametrize(
+        "activation", sorted(a for a in ACTIVATIONS if ACTIVATIONS[a].kink is not None)
+    )
+    def test_one_input_nets_by_breakpoints_equal_the_layers(
+        self, activation, bias, xp, make, dtype, device
+    ):
+        # from 32 inputs a 1-W-O net with a kinked activation is summed by its breakpoints
+        model = nk.MLP(1, (16,), 2, activation, bias=bias)
+        thetas = xp.stack([model.init(s, xp=xp, dtype=dtype, device=device) for s in range(3)])
+        grid = np.linspace(-2.0, 2.0, 40)[:, None]
+        grid[[3, 7]] = [[0.0], [grid[9, 0]]]  # at the unbiased units' breakpoints; a repeat
+        x = make(grid)
+        got = model.apply(thetas, x)
+        layers = model._forward(xp, thetas, x, keep_trace=False)[0]
+        assert got.shape == (3, 40, 2) and got.dtype == dtype
+        np.testing.assert_allclose(
+            to_numpy(got), to_numpy(layers), rtol=0, atol=tol(dtype, "contraction")
+        )
+        one = to_numpy(model.apply(thetas[0, ...], x))
+        np.testing.assert_allclose(one, to_numpy(got)[0], rtol=0, atol=tol(dtype, "elementwise"))
+        layered = model.eval_bytes_per_set(40, 8, layer_by_layer=True)
+        assert model.eval_bytes_per_set(40, 8) < layered
+
     @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
     def test_matches_numpy_reference(self, activation, make, dtype):
         model = nk.MLP(2, (6,), 1, activation)

@@ -1,0 +1,131 @@
+"""Exact evaluation of one-input, one-hidden-layer networks with a kinked activation.
+
+For a scalar input x, hidden unit j computes φ(a_j x + b_j). When φ is linear on either side
+of 0 (ReLU, leaky ReLU, abs, sign, step) the unit is linear in x on either side of its
+breakpoint t_j = -b_j / a_j, so the network's output is a piecewise-linear function of x:
+
+    f(x) = c + Σ_j v_j (s_j x + i_j) + Σ_{j: t_j < x} v_j (Δs_j x + Δi_j)
+             + Σ_{j: t_j = x} v_j τ_j
+
+with each unit's line left of its breakpoint (s_j, i_j), the change of line there
+(Δs_j, Δi_j) and, at the breakpoint itself, the correction τ_j to φ(0). With the inputs
+sorted, the second sum is a running sum over the inputs of what each unit adds where it
+starts: every unit is ranked among the inputs (a search of the sorted inputs) and its change
+added at its rank (a sum by segment). A batch of B parameter sets costs O(B W log N) for the
+searches and O(B (W + N) O) for the sums, instead of the O(B N W) multiply-adds and
+activations of the layer-by-layer forward pass.
+
+The result equals the layer-by-layer forward pass in exact arithmetic; in floating point they
+agree to rounding, except that an input within rounding of a unit's breakpoint may fall on
+the other side of it (for a continuous φ that changes the output by about that rounding).
+"""
+
+from __future__ import annotations
+
+from array_api_compat import device as array_device
+
+from .._typing import Array, Namespace
+from ..backends.scatter import segment_sum
+from .activations import Activation
+
+__all__ = ["MIN_INPUTS", "line_sums"]
+
+#: inputs from which sorting breakpoints beats evaluating every unit at every input (the
+#: 1-W-1 ReLU net on NumPy, float64)
+MIN_INPUTS = 32
+
+
+def line_sums(
+    xp: Namespace,
+    x: Array,
+    slope: Array,
+    shift: Array | None,
+    weights: Array,
+    activation: Activation,
+) -> Array:
+    """Σ_s weights[g, s] φ(slope[g, s] x_n + shift[g, s]) for every group g and input x_n.
+
+    A network's output is this sum over its hidden units (a group per parameter set, the
+    readout as ``weights``); the variance-reduced kernels sum over samples instead (a group
+    per unit).
+
+    Parameters
+    ----------
+    x : array, shape (N,)
+        Scalar inputs, in any order.
+    slope, shift : array, shape (G, S)
+        The lines inside φ (``shift`` ``None``: zero).
+    weights : array, shape (G, S, F)
+        What each term is weighted by, F numbers per term.
+    activation : Activation
+        One with a :class:`~nntk_array.models.activations.Kink`: linear on either side of 0.
+
+    Returns
+    -------
+    array, shape (G, N, F)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nntk_array.models.activations import ACTIVATIONS
+    >>> x = np.array([-1.0, 0.5, 2.0])
+    >>> slope, shift, weights = np.ones((1, 2)), np.array([[0.0, -1.0]]), np.ones((1, 2, 1))
+    >>> line_sums(np, x, slope, shift, weights, ACTIVATIONS["relu"])[0, :, 0]
+    array([0. , 0.5, 3. ])
+    """
+    kink = activation.kink
+    assert kink is not None  # callers check
+    groups, f = weights.shape[0], weights.shape[2]
+    n = x.shape[0]
+    b = xp.zeros_like(slope) if shift is None else shift
+    flat = slope == 0
+    # left of its breakpoint a rising unit has z < 0 and a falling one z > 0; a flat unit is
+    # its constant value everywhere (its breakpoint at +inf is never passed)
+    up = xp.astype(slope > 0, slope.dtype)
+    left_slope = up * kink.neg_slope + (1 - up) * kink.pos_slope
+    left_value = up * kink.neg_value + (1 - up) * kink.pos_value
+    sign = 2 * up - 1
+    line_slope = xp.where(flat, 0.0, left_slope * slope)
+    line_value = xp.where(flat, activation.fn(xp, b), left_slope * b + left_value)
+    jump_slope = sign * (kink.pos_slope - kink.neg_slope) * slope
+    jump_value = sign * ((kink.pos_slope - kink.neg_slope) * b + (kink.pos_value - kink.neg_value))
+    breakpoint = xp.where(flat, xp.inf, -b / xp.where(flat, 1.0, slope))
+
+    order = xp.argsort(x)
+    xs = xp.take(x, order)
+    # a term's change applies from input rank #{x <= t} on (t < x), and its value at a
+    # breakpoint that is an input exactly from #{x < t} on, for that one input only
+    flat_breaks = xp.reshape(breakpoint, (-1,))  # contiguous: torch copies strided queries
+
+    def rank(side: str) -> Array:
+        return xp.reshape(xp.searchsorted(xs, flat_breaks, side=side), breakpoint.shape)
+
+    passed = rank("right")
+    changes = [weights * jump_slope[..., None], weights * jump_value[..., None]]  # (G, S, f)
+    at = [passed, passed]
+    if kink.zero_differs:
+        tie = xp.where(flat, 0.0, kink.zero_value - left_value)[..., None] * weights
+        changes += [-tie, tie]
+        at += [passed, rank("left")]
+    # one running sum over the inputs per group, part (slope or value) and weight column:
+    # segment ((g·2 + part)·f + column)·(N + 1) + rank
+    dev = array_device(slope)
+    column = xp.arange(f, dtype=passed.dtype, device=dev) * (n + 1)
+    group = xp.arange(groups, dtype=passed.dtype, device=dev)[:, None, None] * (2 * f * (n + 1))
+    parts = (0, 1, 1, 1)[: len(at)]  # the slope's change, then the value's
+    segments = xp.concat(
+        [group + (p * f * (n + 1)) + column + r[..., None] for p, r in zip(parts, at, strict=True)],
+        axis=1,
+    )
+    starts = segment_sum(
+        xp,
+        xp.reshape(xp.concat(changes, axis=1), (-1,)),
+        xp.reshape(segments, (-1,)),
+        groups * 2 * f * (n + 1),
+    )
+    running = xp.cumulative_sum(xp.reshape(starts, (groups, 2, f, n + 1)), axis=-1)
+    base_slope = xp.sum(weights * line_slope[..., None], axis=1)[:, :, None]  # (G, f, 1)
+    base_value = xp.sum(weights * line_value[..., None], axis=1)[:, :, None]
+    out = (base_slope + running[:, 0, :, :n]) * xs + (base_value + running[:, 1, :, :n])
+    # back to the inputs' own order, (G, N, f)
+    return xp.permute_dims(xp.take(out, xp.argsort(order), axis=2), (0, 2, 1))
