@@ -17,7 +17,11 @@ second, once, and each chunk's temporaries are freed before the next, as eagerly
 What a program is cached on: the *owner* (the user's model object, held weakly, so a
 model's programs go when the model goes), set by the entry point with :func:`programs_of`,
 and a hashable *key* (what the body does: the reduction, σ, the sampling), at most
-:data:`PROGRAMS_PER_OWNER` keys per owner (least recently used dropped). Arrays (parameters,
+:data:`PROGRAMS_PER_OWNER` keys per owner (least recently used dropped). An owner that
+names the function it computes by a hashable ``jax_program_key`` (the built-in MLP: its
+architecture) shares its programs with every owner of the same key instead, held in a cache
+of :data:`SHARED_PROGRAMS` programs: models built afresh per seed or per experiment then
+compile once, not once each. Arrays (parameters,
 inputs, directions) are arguments, so a new seed, new parameter values or the next chunk
 reuse the program; ``jax.jit`` keeps one compiled version per argument shapes and dtypes,
 so new input shapes (or a last, shorter chunk) compile once more. Inside a user's
@@ -35,14 +39,17 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["PROGRAMS_PER_OWNER", "cached_jit", "program", "programs_of"]
+__all__ = ["PROGRAMS_PER_OWNER", "SHARED_PROGRAMS", "cached_jit", "program", "programs_of"]
 
 #: compiled programs kept per model (each a different loop body or set of options)
 PROGRAMS_PER_OWNER = 8
+#: compiled programs kept for models with a ``jax_program_key``, all keys together
+SHARED_PROGRAMS = 64
 
 _PROGRAMS: weakref.WeakKeyDictionary[Any, OrderedDict[Hashable, Callable[..., Any]]] = (
     weakref.WeakKeyDictionary()
 )
+_SHARED: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
 _LOCK = threading.Lock()  # Dask runs blocks in threads
 _OWNER: ContextVar[Any] = ContextVar("nntk_array_program_owner", default=None)
 
@@ -86,6 +93,9 @@ def cached_jit(
     method = inspect.ismethod(owner)
     holder = owner.__self__ if method else owner
     full_key = (owner.__func__ if method else None, key)
+    shared = getattr(holder, "jax_program_key", None)
+    if shared is not None:
+        return _shared_jit(owner, (shared, full_key), build)
     try:
         hash(full_key)
         ref: Callable[[], Any] = weakref.WeakMethod(owner) if method else weakref.ref(owner)
@@ -109,4 +119,28 @@ def cached_jit(
         programs[full_key] = compiled
         while len(programs) > PROGRAMS_PER_OWNER:
             programs.popitem(last=False)
+    return compiled
+
+
+def _shared_jit(
+    owner: Any, key: Hashable, build: Callable[[Callable[[], Any]], Callable[..., Any]]
+) -> Callable[..., Any] | None:
+    """:func:`cached_jit` for owners of a ``jax_program_key``: one program per key for all
+    of them, the first owner held strongly by its program (owners of one key compute the
+    same function, so any of them serves)."""
+    import jax
+
+    try:
+        with _LOCK:
+            found = _SHARED.get(key)
+            if found is not None:
+                _SHARED.move_to_end(key)
+                return found
+    except TypeError:
+        return None
+    compiled: Callable[..., Any] = jax.jit(build(lambda: owner))
+    with _LOCK:
+        _SHARED[key] = compiled
+        while len(_SHARED) > SHARED_PROGRAMS:
+            _SHARED.popitem(last=False)
     return compiled

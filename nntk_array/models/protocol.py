@@ -22,6 +22,9 @@ user's class) can offer the structured treatment without inheriting from anythin
     ``True`` for a pure function of (θ, x) that keeps no state between calls: on JAX the
     kernels then run its evaluations inside programs compiled once per shapes. Default
     ``False`` (a model with a noise stream or a counter runs eagerly).
+``jax_program_key``
+    A hashable value naming the function the model computes: models with equal keys share
+    their compiled programs (one compilation for a model rebuilt per seed or experiment).
 ``eval_bytes_per_set(n_inputs, itemsize)``
     Bytes one parameter set needs in a batched evaluation: the memory plan sizes chunks of
     perturbations with it.

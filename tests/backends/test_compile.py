@@ -33,8 +33,22 @@ def _setup(n=12, width=16):
 
 
 def _compiled_versions(owner) -> int:
-    """Compiled executables held for ``owner`` (summed over its programs)."""
-    return sum(p._cache_size() for p in programs._PROGRAMS.get(owner, {}).values())
+    """Compiled executables held for ``owner`` (summed over its programs; for a model with a
+    ``jax_program_key``, over the programs shared by its key)."""
+    key = getattr(owner, "jax_program_key", None)
+    if key is None:
+        held = list(programs._PROGRAMS.get(owner, {}).values())
+    else:
+        held = [p for k, p in programs._SHARED.items() if k[0] == key]
+    return sum(p._cache_size() for p in held)
+
+
+def _pure_callable():
+    def f(thetas, x):
+        return jnp.tanh(x @ thetas[:, :2].T + thetas[:, 2]).T
+
+    f.jax_compilable = True  # pure: the engine may compile it
+    return f, jnp.asarray([0.3, -0.2, 0.1]), jnp.linspace(-1.0, 1.0, 10).reshape(5, 2)
 
 
 @pytest.mark.parametrize("reduction", ["auto", "none"])
@@ -59,7 +73,7 @@ def test_stderr_same_numbers_as_eager():
 
 @pytest.mark.parametrize("reduction", ["auto", "none"])
 def test_new_seed_reuses_programs_new_shape_compiles_once(reduction):
-    model, theta, x = _setup()
+    model, theta, x = _setup(width=13)  # an architecture of its own: programs are shared
     kw = {"sigma": 0.3, "samples": 64, "variance_reduction": reduction}
     nk.nntk(model, theta, x, seed=0, **kw)
     first = _compiled_versions(model)
@@ -107,20 +121,37 @@ def test_undeclared_callables_stay_eager():
 
 
 def test_programs_do_not_keep_the_model_alive():
-    model, theta, x = _setup()
-    nk.nntk(model, theta, x, sigma=0.3, samples=32, seed=0)
-    assert model in programs._PROGRAMS
-    ref = weakref.ref(model)
-    del model
+    f, theta, x = _pure_callable()
+    nk.nntk(f, theta, x, sigma=0.3, samples=32, seed=0)
+    assert f in programs._PROGRAMS
+    ref = weakref.ref(f)
+    del f
     gc.collect()
     assert ref() is None
 
 
 def test_cache_is_bounded_per_model():
-    model, theta, x = _setup()
+    f, theta, x = _pure_callable()
     for i in range(programs.PROGRAMS_PER_OWNER + 3):  # a new σ is a new program
-        nk.nntk(model, theta, x, sigma=0.1 + 0.01 * i, samples=32, seed=0)
-    assert len(programs._PROGRAMS[model]) <= programs.PROGRAMS_PER_OWNER
+        nk.nntk(f, theta, x, sigma=0.1 + 0.01 * i, samples=32, seed=0)
+    assert len(programs._PROGRAMS[f]) <= programs.PROGRAMS_PER_OWNER
+
+
+def test_networks_of_one_architecture_share_programs():
+    model, theta, x = _setup(width=11)
+    nk.nntk(model, theta, x, sigma=0.3, samples=32, seed=0)
+    compiled = _compiled_versions(model)
+    assert compiled >= 1 and model not in programs._PROGRAMS
+    again, theta2, _ = _setup(width=11)  # rebuilt: same architecture, same programs
+    k = nk.nntk(again, theta2 * 0.5, x, sigma=0.3, samples=32, seed=1)
+    assert _compiled_versions(again) == compiled
+    with jax.disable_jit():
+        eager = nk.nntk(again, theta2 * 0.5, x, sigma=0.3, samples=32, seed=1)
+    np.testing.assert_allclose(np.asarray(k), np.asarray(eager), rtol=1e-9, atol=1e-12)
+    other, theta3, _ = _setup(width=12)
+    nk.nntk(other, theta3, x, sigma=0.3, samples=32, seed=0)
+    assert _compiled_versions(other) >= 1
+    assert len(programs._SHARED) <= programs.SHARED_PROGRAMS
 
 
 @pytest.mark.parametrize("reduction", ["auto", "none"])
