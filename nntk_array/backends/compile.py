@@ -94,17 +94,14 @@ def cached_jit(
     holder = owner.__self__ if method else owner
     full_key = (owner.__func__ if method else None, key)
     shared = getattr(holder, "jax_program_key", None)
-    if shared is not None:
-        return _shared_jit(owner, (shared, full_key), build)
+    if shared is not None:  # owners of one key compute the same function: the first serves
+        return _cached(
+            _SHARED, (shared, full_key), SHARED_PROGRAMS, lambda: jax.jit(build(lambda: owner))
+        )
     try:
-        hash(full_key)
         ref: Callable[[], Any] = weakref.WeakMethod(owner) if method else weakref.ref(owner)
         with _LOCK:
             programs = _PROGRAMS.setdefault(holder, OrderedDict())
-            found = programs.get(full_key)
-            if found is not None:
-                programs.move_to_end(full_key)
-                return found
     except TypeError:
         return None
 
@@ -114,33 +111,28 @@ def cached_jit(
             raise ReferenceError("the model was garbage-collected while being evaluated")
         return target
 
-    compiled: Callable[..., Any] = jax.jit(build(get_owner))
-    with _LOCK:
-        programs[full_key] = compiled
-        while len(programs) > PROGRAMS_PER_OWNER:
-            programs.popitem(last=False)
-    return compiled
+    return _cached(programs, full_key, PROGRAMS_PER_OWNER, lambda: jax.jit(build(get_owner)))
 
 
-def _shared_jit(
-    owner: Any, key: Hashable, build: Callable[[Callable[[], Any]], Callable[..., Any]]
+def _cached(
+    cache: OrderedDict[Hashable, Callable[..., Any]],
+    key: Hashable,
+    limit: int,
+    make: Callable[[], Callable[..., Any]],
 ) -> Callable[..., Any] | None:
-    """:func:`cached_jit` for owners of a ``jax_program_key``: one program per key for all
-    of them, the first owner held strongly by its program (owners of one key compute the
-    same function, so any of them serves)."""
-    import jax
-
+    """``cache[key]``, made and stored if missing (at most ``limit`` entries, least recently
+    used dropped); ``None`` for a key that cannot be hashed."""
     try:
         with _LOCK:
-            found = _SHARED.get(key)
+            found = cache.get(key)
             if found is not None:
-                _SHARED.move_to_end(key)
+                cache.move_to_end(key)
                 return found
     except TypeError:
         return None
-    compiled: Callable[..., Any] = jax.jit(build(lambda: owner))
+    compiled = make()
     with _LOCK:
-        _SHARED[key] = compiled
-        while len(_SHARED) > SHARED_PROGRAMS:
-            _SHARED.popitem(last=False)
+        cache[key] = compiled
+        while len(cache) > limit:
+            cache.popitem(last=False)
     return compiled
