@@ -42,6 +42,10 @@ dominates the JAX tests' time. On the CPU, and unless ``XLA_FLAGS`` is already s
 and without the fusion emitters (about half the JAX time; the operations and their dtypes are
 unchanged).
 
+The suite runs in two pytest-xdist workers where there are two cores (pyproject's addopts);
+each report carries its backend case and device, so the controller tallies, and only it
+writes the tally file.
+
 With ``NNTK_TALLY_FILE=path.json`` the run also writes its per-backend tally as JSON (library,
 version, device, dtype, passed/failed/skipped); ``backends/run`` sets it and
 ``backends/support_matrix.py`` turns the files into the documentation's support matrix. The two
@@ -58,7 +62,8 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -316,6 +321,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         callspec = getattr(item, "callspec", None)
         dtype = callspec.params.get("dtype", "none") if callspec else "none"
         _CASE_OF[item.nodeid] = (case, _dtype_label(dtype))
+        # reports carry it to a pytest-xdist controller, which collects no items itself
+        item.user_properties.append(("nntk_case", (case, _dtype_label(dtype))))
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
@@ -326,9 +333,23 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _START = time.time()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    report = (yield).get_result()
+    case = _CASE_OF.get(item.nodeid, (INDEPENDENT, "none"))[0]
+    if case in _DEVICE_OF:  # configured in this process (an xdist worker, say)
+        report.user_properties.append(("nntk_device", (case, _DEVICE_OF[case])))
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    props = dict(report.user_properties)
+    if "nntk_device" in props:
+        case, label = props["nntk_device"]
+        _DEVICE_OF.setdefault(case, label)
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        case, dtype = _CASE_OF.get(report.nodeid, (INDEPENDENT, "none"))
+        case, dtype = _CASE_OF.get(report.nodeid) or props.get("nntk_case", (INDEPENDENT, "none"))
         _TALLY[(case, dtype, report.outcome)] += 1
         if report.skipped and isinstance(report.longrepr, tuple):
             reason = str(report.longrepr[2]).removeprefix("Skipped: ")
@@ -341,8 +362,11 @@ def _dtype_label(dtype: object) -> str:
     return str(name).rsplit(".", 1)[-1]
 
 
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # its controller tallies
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not _TALLY:
+    if not _TALLY or _XDIST_WORKER:
         return
     terminalreporter.section("tests per backend")
     per_backend: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -409,7 +433,7 @@ def tally_rows() -> list[dict[str, object]]:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = os.environ.get("NNTK_TALLY_FILE")
-    if not path:
+    if not path or _XDIST_WORKER:
         return
     from nntk_array import __version__
 
