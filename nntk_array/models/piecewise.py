@@ -30,8 +30,10 @@ from .activations import Activation
 
 __all__ = ["MIN_INPUTS", "line_sums"]
 
-#: inputs from which sorting breakpoints beats evaluating every unit at every input (the
-#: 1-W-1 ReLU net on NumPy, float64)
+#: inputs from which breakpoints are used: they beat evaluating every unit at every input
+#: from about 16 inputs on (1-256-1 ReLU net, 64 parameter sets, NumPy, float64: 1.5 ms
+#: against 13 ms at 16, slower at 8); 32 leaves a margin for narrow layers and other
+#: libraries, whose per-operation overhead the sorts and searches pay more often
 MIN_INPUTS = 32
 
 
