@@ -42,9 +42,9 @@ from array_api_compat import device
 from .._typing import Array, Namespace
 from ..backends.autodiff import has_autodiff
 from ..backends.compile import program
+from ..models import piecewise
 from ..models.activations import ACTIVATIONS
 from ..models.mlp import SMALL_CONTRACTION, dense
-from ..models.piecewise import MIN_INPUTS, line_sums
 from ..models.protocol import Bound, LastLayer, bind
 from .estimators import batch_bounds, jackknife
 from .plan import DEFAULT_BUDGET, JACKKNIFE_BATCHES, chunk_rows
@@ -188,9 +188,7 @@ def _by_breakpoints(red: Reduction, last: LastLayer | None, n_inputs: int) -> bo
         red.units
         and red.rest == 0
         and last is not None
-        and last.fan_in == 1
-        and ACTIVATIONS[last.activation].kink is not None
-        and n_inputs >= MIN_INPUTS
+        and piecewise.applies(last.activation, last.fan_in, n_inputs)
     )
 
 
@@ -433,7 +431,8 @@ def _breakpoint_sums(
         step = sign * sigma
         slope = xp.permute_dims(w + step * cols[0], (1, 0))
         shift = None if b is None else last.c_b * xp.permute_dims(b + step * cols[1], (1, 0))
-        return xp.permute_dims(line_sums(xp, inputs[:, 0], slope, shift, weights, act), (1, 0, 2))
+        sums = piecewise.line_sums(xp, inputs[:, 0], slope, shift, weights, act)
+        return xp.permute_dims(sums, (1, 0, 2))
 
     plus = summed(1.0)
     if antithetic:

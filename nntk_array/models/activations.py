@@ -43,7 +43,7 @@ class Kink:
 class Activation:
     """An activation ``fn``, its almost-everywhere derivative ``deriv``, and its two lines
     where it is linear on either side of 0 (``kink``; networks of one input then evaluate
-    exactly by sorting breakpoints, see :mod:`.piecewise`)."""
+    exactly by their breakpoints, see :mod:`.piecewise`)."""
 
     name: str
     fn: _Fn

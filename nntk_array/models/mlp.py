@@ -327,8 +327,8 @@ class MLP:
         The kernels call it once per chunk of perturbations; each layer's temporaries are
         freed as soon as the next layer is computed. A network of one input with one hidden
         layer and a kinked activation, at 32 inputs or more, is evaluated exactly as a
-        piecewise-linear function of the input instead (its units' breakpoints sorted once
-        per parameter set): equal to the layer-by-layer pass up to rounding, and several
+        piecewise-linear function of the input instead (its units' breakpoints ranked among
+        the sorted inputs): equal to the layer-by-layer pass up to rounding, and several
         times faster.
 
         Parameters
@@ -604,12 +604,9 @@ class MLP:
         return w, b
 
     def _piecewise(self, n_inputs: int) -> bool:
-        """Whether evaluations at ``n_inputs`` inputs sort breakpoints (:mod:`.piecewise`)."""
-        return (
-            self.in_features == 1
-            and len(self.hidden) == 1
-            and ACTIVATIONS[self.activation].kink is not None
-            and n_inputs >= piecewise.MIN_INPUTS
+        """Whether evaluations at ``n_inputs`` inputs go by breakpoints (:mod:`.piecewise`)."""
+        return len(self.hidden) == 1 and piecewise.applies(
+            self.activation, self.in_features, n_inputs
         )
 
     def _evaluate(self, xp: Namespace, theta: Array, x: Array) -> Array:
@@ -667,7 +664,7 @@ class MLP:
         itemsize : int
             Bytes per number (4 for float32, 8 for float64).
         layer_by_layer : bool, default False
-            Count a layer-by-layer pass even where :meth:`apply` sorts breakpoints (for
+            Count a layer-by-layer pass even where :meth:`apply` goes by breakpoints (for
             callers that run :meth:`hidden_pass` or :meth:`lowrank_apply`).
 
         Returns

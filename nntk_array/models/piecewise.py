@@ -26,15 +26,28 @@ from array_api_compat import device as array_device
 
 from .._typing import Array, Namespace
 from ..backends.scatter import segment_sum
-from .activations import Activation
+from .activations import ACTIVATIONS, Activation
 
-__all__ = ["MIN_INPUTS", "line_sums"]
+__all__ = ["MIN_INPUTS", "applies", "line_sums"]
 
 #: inputs from which breakpoints are used: they beat evaluating every unit at every input
 #: from about 16 inputs on (1-256-1 ReLU net, 64 parameter sets, NumPy, float64: 1.5 ms
 #: against 13 ms at 16, slower at 8); 32 leaves a margin for narrow layers and other
 #: libraries, whose per-operation overhead the sorts and searches pay more often
 MIN_INPUTS = 32
+
+
+def applies(activation: str, fan_in: int, n_inputs: int) -> bool:
+    """Whether a first hidden layer of ``fan_in`` inputs and this ``activation``, evaluated
+    at ``n_inputs`` inputs, goes by breakpoints: one input, a kinked activation, and enough
+    inputs to pay (:data:`MIN_INPUTS`).
+
+    Examples
+    --------
+    >>> applies("relu", 1, 320), applies("tanh", 1, 320), applies("relu", 1, 8)
+    (True, False, False)
+    """
+    return fan_in == 1 and ACTIVATIONS[activation].kink is not None and n_inputs >= MIN_INPUTS
 
 
 def line_sums(

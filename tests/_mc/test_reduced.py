@@ -127,7 +127,7 @@ def test_sums_by_breakpoints_equal_the_layer_pass(
     xp, make, dtype, monkeypatch, activation, bias, sampling
 ):
     # from 32 inputs a first hidden layer of one input sums its units by their breakpoints
-    from nntk_array._mc import reduced
+    from nntk_array.models import piecewise
 
     def kernel():  # a fresh model: JAX compiles its programs once per model
         model = nk.MLP(1, (16,), 1, activation=activation, bias=bias)
@@ -136,7 +136,7 @@ def test_sums_by_breakpoints_equal_the_layer_pass(
         return _np(nk.nntk(model, theta, x, sigma=SIGMA, samples=256, seed=2, sampling=sampling))
 
     by_breakpoints = kernel()
-    monkeypatch.setattr(reduced, "MIN_INPUTS", 10**9)
+    monkeypatch.setattr(piecewise, "MIN_INPUTS", 10**9)
     layers = kernel()
     scale = np.abs(layers).max()
     atol = tol(dtype, "contraction") * scale
