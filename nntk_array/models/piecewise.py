@@ -10,8 +10,8 @@ breakpoint t_j = -b_j / a_j, so the network's output is a piecewise-linear funct
 with each unit's line left of its breakpoint (s_j, i_j), the change of line there
 (Δs_j, Δi_j) and, at the breakpoint itself, the correction τ_j to φ(0). With the inputs
 sorted, the second sum is a running sum over the inputs of what each unit adds where it
-starts: every unit is ranked among the inputs (a search of the sorted inputs) and its change
-added at its rank (a sum by segment). A batch of B parameter sets costs O(B W log N) for the
+starts: every unit is ranked among the inputs (:mod:`~nntk_array.models.ranks`) and its
+change added at its rank (a sum by segment). A batch of B parameter sets costs O(B W log N) for the
 searches and O(B (W + N) O) for the sums, instead of the O(B N W) multiply-adds and
 activations of the layer-by-layer forward pass.
 
@@ -27,6 +27,7 @@ from array_api_compat import device as array_device
 from .._typing import Array, Namespace
 from ..backends.scatter import segment_sum
 from .activations import ACTIVATIONS, Activation
+from .ranks import ranks
 
 __all__ = ["MIN_INPUTS", "applies", "line_sums"]
 
@@ -113,7 +114,7 @@ def line_sums(
     flat_breaks = xp.reshape(breakpoint, (-1,))  # contiguous: torch copies strided queries
 
     def rank(side: str) -> Array:
-        return xp.reshape(xp.searchsorted(xs, flat_breaks, side=side), breakpoint.shape)
+        return xp.reshape(ranks(xp, xs, flat_breaks, side), breakpoint.shape)
 
     passed = rank("right")
     changes = [weights * jump_slope[..., None], weights * jump_value[..., None]]  # (G, S, f)
