@@ -72,7 +72,10 @@ def nonlocal_grad(
     memory_budget, resources
         As in :func:`nntk_array.nntk` (``route`` does not apply). Memory: the (F, P) running
         sums (three of them with ``return_stderr``), one drawn block of directions and one
-        chunk of evaluations; nothing grows with M.
+        chunk of evaluations; nothing grows with M. A chunk is sized by its perturbed
+        parameters and outputs, since what ``f`` allocates inside is unknown here: where
+        ``f``'s own temporaries per parameter set are large (a wide forward pass), bound
+        them with ``samples_per_call``.
     return_stderr : bool, default False
         Also return the entrywise Monte Carlo standard error (batch means over independent
         samples, or over 20 groups for structured sampling).

@@ -367,7 +367,7 @@ def _structured(
         b = u.shape[0]
         cols = _unit_coordinates(xp, last, u)  # (B, width) each: unit j's direction
         if breaks:
-            feats, q = _breakpoint_sums(xp, last, theta, inputs, base.a0, sigma, cols, antithetic)
+            feats, q = _breakpoint_sums(xp, last, theta, inputs, sigma, cols, antithetic)
             delta = None  # no per-sample outputs are needed (rest = 0)
         else:
             h = sigma * u
@@ -411,7 +411,6 @@ def _breakpoint_sums(
     last: LastLayer,
     theta: Array,
     inputs: Array,
-    a0: Array,
     sigma: float,
     cols: list[Array],
     antithetic: bool,
@@ -419,27 +418,40 @@ def _breakpoint_sums(
     """A chunk's readout features Σ_m φ(z_m) (N, width) and unit sums Σ_m δ_m u_m
     (N, width, k) for a first hidden layer of one input, without the (B, N, width)
     pre-activations: each unit's B perturbed lines φ(c_w (w + σu_w) a + c_b (b + σu_b)) are
-    summed by their breakpoints over the layer's inputs a (:func:`line_sums`)."""
+    summed by their breakpoints over the layer's inputs a (:func:`line_sums`). One-sided
+    differences δ_m = φ(z_m) − φ(z_0) add the unperturbed line as one more term, weighted by
+    −Σ_m u_m, instead of a pass over the (N, width, k) sums."""
     width = last.width
     w = theta[last.w_start : last.w_start + width]
     b = None if last.b_start is None else theta[last.b_start : last.b_start + width]
     ones = xp.ones_like(cols[0])
-    weights = xp.permute_dims(xp.stack([ones, *cols], axis=2), (1, 0, 2))  # (width, B, 1 + k)
+    weights = xp.stack([ones, *cols], axis=2)  # (B, width, 1 + k)
     act = ACTIVATIONS[last.activation]
 
-    def summed(sign: float) -> Array:  # (N, width, 1 + k) at θ ± σu
+    def summed(sign: float, extra: Array | None = None) -> Array:  # (N, width, 1 + k)
         step = sign * sigma
-        slope = xp.permute_dims(w + step * cols[0], (1, 0))
-        shift = None if b is None else last.c_b * xp.permute_dims(b + step * cols[1], (1, 0))
-        sums = piecewise.line_sums(xp, inputs[:, 0], slope, shift, weights, act)
+        slope, shift, terms = w + step * cols[0], None if b is None else b + step * cols[1], weights
+        if extra is not None:  # θ itself, weighted by ``extra`` (1, width, 1 + k)
+            slope = xp.concat([slope, w[None, :]])
+            shift = None if b is None else xp.concat([shift, b[None, :]])
+            terms = xp.concat([terms, extra])
+        sums = piecewise.line_sums(
+            xp,
+            inputs[:, 0],
+            xp.permute_dims(slope, (1, 0)),
+            None if shift is None else last.c_b * xp.permute_dims(shift, (1, 0)),
+            xp.permute_dims(terms, (1, 0, 2)),
+            act,
+        )
         return xp.permute_dims(sums, (1, 0, 2))
 
-    plus = summed(1.0)
     if antithetic:
-        minus = summed(-1.0)
+        plus, minus = summed(1.0), summed(-1.0)
         return 0.5 * (plus[..., 0] + minus[..., 0]), 0.5 * (plus[..., 1:] - minus[..., 1:])
-    totals = xp.stack([xp.sum(c, axis=0) for c in cols], axis=1)  # (width, k): Σ_m u_m
-    return plus[..., 0], plus[..., 1:] - a0[:, :, None] * totals[None, ...]
+    totals = [xp.sum(c, axis=0) for c in cols]  # Σ_m u_m, (width,) each
+    extra = -xp.stack([xp.zeros_like(totals[0]), *totals], axis=1)[None, ...]
+    plus = summed(1.0, extra)
+    return plus[..., 0], plus[..., 1:]
 
 
 def _unit_coordinates(xp: Namespace, last: LastLayer, u: Array) -> list[Array]:

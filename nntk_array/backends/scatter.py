@@ -32,7 +32,7 @@ def segment_sum(xp: Namespace, values: Array, segments: Array, num_segments: int
     """
     if is_numpy_namespace(xp) or is_cupy_namespace(xp):
         sums = xp.bincount(segments, weights=values, minlength=num_segments)  # in float64
-        return xp.astype(sums, values.dtype)
+        return xp.astype(sums, values.dtype, copy=False)
     if is_torch_namespace(xp):
         zeros = xp.zeros(num_segments, dtype=values.dtype, device=device(values))
         return zeros.index_add(0, segments, values)

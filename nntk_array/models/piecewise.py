@@ -26,6 +26,7 @@ from array_api_compat import device as array_device
 
 from .._typing import Array, Namespace
 from ..backends.scatter import segment_sum
+from ..backends.tracing import is_concrete
 from .activations import ACTIVATIONS, Activation
 from .ranks import ranks
 
@@ -117,31 +118,44 @@ def line_sums(
         return xp.reshape(ranks(xp, xs, flat_breaks, side), breakpoint.shape)
 
     passed = rank("right")
-    changes = [weights * jump_slope[..., None], weights * jump_value[..., None]]  # (G, S, f)
-    at = [passed, passed]
-    if kink.zero_differs:
-        tie = xp.where(flat, 0.0, kink.zero_value - left_value)[..., None] * weights
-        changes += [-tie, tie]
-        at += [passed, rank("left")]
-    # one running sum over the inputs per group, part (slope or value) and weight column:
-    # segment ((g·2 + part)·f + column)·(N + 1) + rank
+    # one running sum over the inputs per part (the line's slope and value), group and weight
+    # column: each term's change of line added at its rank, each group's line left of all
+    # breakpoints at rank 0, in segments (g·f + column)·(N + 1) + rank. N + 1 long (rank N,
+    # past every input, is cut last) so that the running sums and the lines are contiguous
     dev = array_device(slope)
-    column = xp.arange(f, dtype=passed.dtype, device=dev) * (n + 1)
-    group = xp.arange(groups, dtype=passed.dtype, device=dev)[:, None, None] * (2 * f * (n + 1))
-    parts = (0, 1, 1, 1)[: len(at)]  # the slope's change, then the value's
-    segments = xp.concat(
-        [group + (p * f * (n + 1)) + column + r[..., None] for p, r in zip(parts, at, strict=True)],
-        axis=1,
+    size = n + 1
+    lines = xp.arange(groups * f, dtype=passed.dtype, device=dev) * size  # rank 0 of each
+    segments = xp.reshape(xp.reshape(lines, (groups, 1, f)) + passed[..., None], (-1,))
+    value_change = jump_value
+    if kink.zero_differs:
+        # at a breakpoint that is an input exactly the value φ(0): from rank #{x < t} on,
+        # for that one input only (its line's value from #{x <= t} on takes it back)
+        tie = xp.where(flat, 0.0, kink.zero_value - left_value)
+        value_change = value_change - tie
+
+    def running(change: Array, base: Array, extra: Array | None = None) -> Array:
+        starts = segment_sum(
+            xp,
+            xp.concat([xp.reshape(weights * change[..., None], (-1,)), xp.reshape(base, (-1,))]),
+            xp.concat([segments, lines]),
+            groups * f * size,
+        )
+        if extra is not None:
+            starts = starts + extra
+        return xp.cumulative_sum(xp.reshape(starts, (groups, f, size)), axis=-1)
+
+    ties = None
+    if kink.zero_differs:
+        left = xp.reshape(xp.reshape(lines, (groups, 1, f)) + rank("left")[..., None], (-1,))
+        ties = segment_sum(xp, xp.reshape(weights * tie[..., None], (-1,)), left, groups * f * size)
+    base_slope = xp.sum(weights * line_slope[..., None], axis=1)  # (G, f)
+    base_value = xp.sum(weights * line_value[..., None], axis=1)
+    at_ranks = xp.concat([xs, xp.zeros((1,), dtype=xs.dtype, device=dev)])
+    out = running(jump_slope, base_slope) * at_ranks + running(value_change, base_value, ties)
+    out = out[..., :n]  # (G, f, N) at the sorted inputs
+    in_order = is_concrete(order) and bool(
+        xp.all(order == xp.arange(n, dtype=order.dtype, device=dev))
     )
-    starts = segment_sum(
-        xp,
-        xp.reshape(xp.concat(changes, axis=1), (-1,)),
-        xp.reshape(segments, (-1,)),
-        groups * 2 * f * (n + 1),
-    )
-    running = xp.cumulative_sum(xp.reshape(starts, (groups, 2, f, n + 1)), axis=-1)
-    base_slope = xp.sum(weights * line_slope[..., None], axis=1)[:, :, None]  # (G, f, 1)
-    base_value = xp.sum(weights * line_value[..., None], axis=1)[:, :, None]
-    out = (base_slope + running[:, 0, :, :n]) * xs + (base_value + running[:, 1, :, :n])
-    # back to the inputs' own order, (G, N, f)
-    return xp.permute_dims(xp.take(out, xp.argsort(order), axis=2), (0, 2, 1))
+    if not in_order:  # back to the inputs' own order
+        out = xp.take(out, xp.argsort(order), axis=2)
+    return xp.permute_dims(out, (0, 2, 1))
