@@ -239,6 +239,7 @@ OUTCOMES = ("passed", "failed", "skipped")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_Tally(), "nntk-tally")
     config.addinivalue_line(
         "markers",
         "backend(name): the test uses this library directly (one of NNTK_BACKENDS' names); it "
@@ -343,17 +344,24 @@ def pytest_runtest_makereport(
         report.user_properties.append(("nntk_device", (case, _DEVICE_OF[case])))
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    props = dict(report.user_properties)
-    if "nntk_device" in props:
-        case, label = props["nntk_device"]
-        _DEVICE_OF.setdefault(case, label)
-    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        case, dtype = _CASE_OF.get(report.nodeid) or props.get("nntk_case", (INDEPENDENT, "none"))
-        _TALLY[(case, dtype, report.outcome)] += 1
-        if report.skipped and isinstance(report.longrepr, tuple):
-            reason = str(report.longrepr[2]).removeprefix("Skipped: ")
-            _SKIPS[(case, dtype, reason)] += 1
+class _Tally:
+    """Counts every report. A plugin registered at configuration, not a hook of this
+    conftest: a conftest's per-item hooks see only the items below its folder, which would
+    leave the package's doctests out of a one-process run."""
+
+    @staticmethod
+    def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+        props = dict(report.user_properties)
+        if "nntk_device" in props:
+            case, label = props["nntk_device"]
+            _DEVICE_OF.setdefault(case, label)
+        if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+            default = (INDEPENDENT, "none")
+            case, dtype = _CASE_OF.get(report.nodeid) or props.get("nntk_case", default)
+            _TALLY[(case, dtype, report.outcome)] += 1
+            if report.skipped and isinstance(report.longrepr, tuple):
+                reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+                _SKIPS[(case, dtype, reason)] += 1
 
 
 def _dtype_label(dtype: object) -> str:
