@@ -475,7 +475,8 @@ def _own_second_moments(xp: Namespace, inputs: Array, cols: list[Array]) -> Arra
     else:
         uu = xp.permute_dims(xp.stack(cols, axis=2), (1, 0, 2))  # (width, B, k)
         c = xp.matmul(xp.permute_dims(uu, (0, 2, 1)), uu)
-    return xp.permute_dims(xp.matmul(inputs[None, ...], c), (1, 0, 2))
+    # one product over k for all units (a batched (N, k) @ (k, k) is `width` tiny ones)
+    return xp.tensordot(inputs, c, axes=((1,), (1,)))
 
 
 def _own_response(xp: Namespace, inputs: Array, slope: Array, v: Array, cols: list[Array]) -> Array:
