@@ -7,7 +7,9 @@ standard library) draw with NumPy on the host and transfer; that is the only rou
 touches the host, and it is taken only for host libraries.
 
 Streams are reproducible within one library and device (same seed, same numbers), not across
-libraries: to reproduce one estimate exactly on another backend, pass explicit samples.
+libraries: to reproduce one estimate exactly on another backend, pass explicit samples. JAX
+draws use threefry without its partitionable layout, whatever ``jax_threefry_partitionable``
+says (see :func:`_jax_threefry`).
 
 :meth:`Generator.spawn` derives independent child streams from a path of integers (a
 counter-based scheme: ``SeedSequence`` spawn keys, or ``jax.random.fold_in``), so a block of
