@@ -44,7 +44,7 @@ from ..backends.autodiff import has_autodiff
 from ..backends.compile import program
 from ..models import piecewise
 from ..models.activations import ACTIVATIONS
-from ..models.mlp import SMALL_CONTRACTION, dense
+from ..models.mlp import MLP, SMALL_CONTRACTION, dense
 from ..models.protocol import Bound, LastLayer, bind
 from .estimators import batch_bounds, jackknife
 from .plan import DEFAULT_BUDGET, JACKKNIFE_BATCHES, chunk_rows
@@ -180,14 +180,18 @@ def compute(problem: Any) -> Array | tuple[Array, Array]:
     return result[:, :, None, None]
 
 
-def _by_breakpoints(red: Reduction, last: LastLayer | None, n_inputs: int) -> bool:
+def _by_breakpoints(red: Reduction, model: Bound, n_inputs: int) -> bool:
     """Whether the per-unit sums come from the units' breakpoints (:mod:`..models.piecewise`):
     for a last hidden layer that is the first, of one input and a kinked activation, where
-    no per-sample output is needed (``rest`` = 0)."""
+    no per-sample output is needed (``rest`` = 0), and whose pre-activations are exactly
+    c_w a W + c_b b: the hidden pass is :class:`~nntk_array.MLP`'s own (a model may add noise
+    to them in its ``hidden_pass``, as the study's noisy network does)."""
+    last = model.last_layer
     return (
         red.units
         and red.rest == 0
         and last is not None
+        and getattr(model.hidden_pass, "__func__", None) is MLP.hidden_pass
         and piecewise.applies(last.activation, last.fan_in, n_inputs)
     )
 
@@ -196,7 +200,7 @@ def _chunk(problem: Any, dtype: Any) -> int:
     """Samples per chunk: half the plan's widest chunk (the per-chunk (N, F) sums favour
     large chunks), or as many of the structured pass's (N, width) temporaries as fit."""
     n, last, red = problem.inputs.x.shape[0], problem.model.last_layer, problem.reduction
-    if last is None or not red.readout or _by_breakpoints(red, last, n):
+    if last is None or not red.readout or _by_breakpoints(red, problem.model, n):
         return max(1, int(problem.plan.wide_chunk) // 2)
     resources = problem.spec.resources
     itemsize = 4 if dtype == problem.xp.float32 else 8
@@ -361,7 +365,7 @@ def _structured(
     slope = base.slope
     inputs = base.inputs
 
-    breaks = _by_breakpoints(red, last, n)
+    breaks = _by_breakpoints(red, model, n)
 
     def sums(u: Array) -> Array:
         b = u.shape[0]

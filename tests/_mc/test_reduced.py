@@ -143,6 +143,22 @@ def test_sums_by_breakpoints_equal_the_layer_pass(
     np.testing.assert_allclose(by_breakpoints, layers, rtol=0, atol=atol)
 
 
+def test_a_hidden_pass_of_its_own_is_not_summed_by_breakpoints(monkeypatch):
+    # the study's noisy network adds noise to its pre-activations in its hidden pass: the
+    # breakpoints of the noiseless units would estimate the noiseless network's kernel
+    from nntk_array.models import piecewise
+    from nntk_array.study import NoisyMLP
+
+    def refused(*args, **kwargs):
+        raise AssertionError("summed by breakpoints")
+
+    monkeypatch.setattr(piecewise, "line_sums", refused)
+    model = NoisyMLP(1, 16, seed=0)
+    x = np.linspace(-1.0, 1.0, 40)[:, None]
+    k = nk.nntk(model, model.init(0, xp=np), x, sigma=SIGMA, samples=64, seed=2)
+    assert k.shape == (40, 40)
+
+
 def test_the_value_does_not_depend_on_stderr_or_chunking():
     model, theta = _net("relu")
     x = _grid()
