@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 import nntk_array as nk
+from nntk_array.models.ranks import ranks
 
 from .common import LARGE, XPBenchmark
 
@@ -223,6 +226,28 @@ class StudyNetwork(XPBenchmark):
 
     def time_nntk(self, *args: Any) -> None:
         self.sync(self.run(2))
+
+
+class BreakpointRanks(XPBenchmark):
+    """The ranks of the study's network's evaluation: 524,288 breakpoints among N = 320
+    sorted inputs, by buckets (``nntk_array.models.ranks``) against the library's binary
+    search, for evenly spread and normally distributed inputs."""
+
+    param_names = (*XPBenchmark.param_names, "inputs", "method")
+    params = (*XPBenchmark.params, ["even", "normal"], ["buckets", "searchsorted"])
+
+    def setup(self, backend: str, dtype: str, inputs: str, method: str) -> None:
+        super().setup(backend, dtype)
+        even = np.linspace(-2.0, 2.0, 320)
+        self.values = self.asarray(even if inputs == "even" else np.sort(self.rng.normal(size=320)))
+        self.queries = self.asarray(2.0 * self.rng.normal(size=2**19))
+        self.method = method
+
+    def time_ranks(self, *args: Any) -> None:
+        if self.method == "buckets":
+            self.sync(ranks(self.xp, self.values, self.queries))
+        else:
+            self.sync(self.xp.searchsorted(self.values, self.queries))
 
 
 class Perturbations(XPBenchmark):
