@@ -73,13 +73,18 @@ def ranks(xp: Namespace, values: Array, queries: Array, side: str = "right") -> 
     dev = array_device(values)
     index = xp.__array_namespace_info__().default_dtypes(device=dev)["indexing"]
     k = BUCKETS_PER_VALUE * n
-    lo, span = values[0], values[-1] - values[0]
+    lo, hi = float(values[0]), float(values[-1])
+    span, largest = hi - lo, float(xp.finfo(values.dtype).max)
     # equal values: all in the first bucket (searched in log2 N steps), larger queries in
     # later ones (any positive scale keeps the map monotone; zero would make inf·0 a NaN)
-    scale = k / xp.where(span > 0, span, float(k))
+    scale = k / span if span > 0 else 1.0
+    if not (span <= largest / 2 and 0 < scale <= largest):  # a huge or a subnormal span
+        return xp.searchsorted(values, queries, side=side)
 
-    def bucket(v: Array) -> Array:  # clipped to [0, k - 1] first: truncation is the floor
-        return xp.astype(xp.clip((v - lo) * scale, 0, k - 1), index)
+    def bucket(v: Array) -> Array:
+        # clipped to the values' range first (also monotone), so that v - lo cannot
+        # overflow; then to [0, k - 1], so that truncation is the floor
+        return xp.astype(xp.clip((xp.clip(v, lo, hi) - lo) * scale, 0, k - 1), index)
 
     ids = xp.arange(k, dtype=index, device=dev)
     first = xp.astype(xp.searchsorted(bucket(values), ids, side="left"), index)  # (k,)

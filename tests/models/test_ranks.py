@@ -39,6 +39,19 @@ def test_equal_numpy_searchsorted(xp, make, dtype, spread, side, monkeypatch):
     np.testing.assert_array_equal(to_numpy(got), np.searchsorted(host_v, host_q, side=side))
 
 
+@pytest.mark.parametrize(
+    ("values", "dtype"),
+    [([-3e38, 0.0, 3e38], np.float32), ([0.0, 1e-320, 2e-320], np.float64)],
+    ids=["overflowing", "subnormal"],
+)
+def test_spans_without_a_finite_scale_take_the_binary_search(values, dtype):
+    values = np.array(values, dtype=dtype)
+    queries = np.array([-np.inf, -1.0, 0.0, 5e-321, 1.0, np.inf], dtype=dtype)
+    for side in ("right", "left"):
+        got = ranks(np, values, queries, side)
+        np.testing.assert_array_equal(got, np.searchsorted(values, queries, side=side))
+
+
 def test_clustered_values_take_the_binary_search(monkeypatch):
     calls = []
 
