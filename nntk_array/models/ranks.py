@@ -13,8 +13,9 @@ Clustered values (C of 8 or more) go through the library's own ``searchsorted``.
 The bucket map is the same monotone function of the values and the queries (a subtraction,
 a product with a positive number, a clip and a truncation, each monotone under rounding),
 which is all the counting needs: the ranks are exact for any values, whatever their spread.
-Traced arrays (``jax.jit``, ``torch.func``), whose C cannot be read, and queries of another
-dtype than the values go through the library's own ``searchsorted``.
+Traced arrays (``jax.jit``, ``torch.func``), whose C cannot be read, queries of another
+dtype than the values, and values whose range overflows or is subnormal go through the
+library's own ``searchsorted``.
 """
 
 from __future__ import annotations
