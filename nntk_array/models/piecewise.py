@@ -125,34 +125,30 @@ def line_sums(
     dev = array_device(slope)
     size = n + 1
     lines = xp.arange(groups * f, dtype=passed.dtype, device=dev) * size  # rank 0 of each
-    segments = xp.reshape(xp.reshape(lines, (groups, 1, f)) + passed[..., None], (-1,))
-    value_change = jump_value
-    if kink.zero_differs:
-        # at a breakpoint that is an input exactly the value φ(0): from rank #{x < t} on,
-        # for that one input only (its line's value from #{x <= t} on takes it back)
-        tie = xp.where(flat, 0.0, kink.zero_value - left_value)
-        value_change = value_change - tie
 
-    def running(change: Array, base: Array, extra: Array | None = None) -> Array:
-        starts = segment_sum(
-            xp,
-            xp.concat([xp.reshape(weights * change[..., None], (-1,)), xp.reshape(base, (-1,))]),
-            xp.concat([segments, lines]),
-            groups * f * size,
-        )
-        if extra is not None:
-            starts = starts + extra
+    def at(r: Array) -> Array:  # the segments of terms ranked r, (G·S·f,)
+        return xp.reshape(xp.reshape(lines, (groups, 1, f)) + r[..., None], (-1,))
+
+    def terms(change: Array) -> Array:  # each term's change, weighted, (G·S·f,)
+        return xp.reshape(weights * change[..., None], (-1,))
+
+    def running(values: list[Array], segments: list[Array]) -> Array:  # (G, f, N + 1)
+        starts = segment_sum(xp, xp.concat(values), xp.concat(segments), groups * f * size)
         return xp.cumulative_sum(xp.reshape(starts, (groups, f, size)), axis=-1)
 
-    ties = None
+    segments = at(passed)
+    base_slope = xp.reshape(xp.sum(weights * line_slope[..., None], axis=1), (-1,))  # (G·f,)
+    base_value = xp.reshape(xp.sum(weights * line_value[..., None], axis=1), (-1,))
+    slopes = running([terms(jump_slope), base_slope], [segments, lines])
+    value_change, ties, tied_at = jump_value, [], []
     if kink.zero_differs:
-        left = xp.reshape(xp.reshape(lines, (groups, 1, f)) + rank("left")[..., None], (-1,))
-        ties = segment_sum(xp, xp.reshape(weights * tie[..., None], (-1,)), left, groups * f * size)
-    base_slope = xp.sum(weights * line_slope[..., None], axis=1)  # (G, f)
-    base_value = xp.sum(weights * line_value[..., None], axis=1)
+        # at a breakpoint that is an input exactly, the value φ(0): from rank #{x < t} on,
+        # for that one input only (taken back with the line's change from #{x <= t} on)
+        tie = xp.where(flat, 0.0, kink.zero_value - left_value)
+        value_change, ties, tied_at = jump_value - tie, [terms(tie)], [at(rank("left"))]
+    values = running([terms(value_change), base_value, *ties], [segments, lines, *tied_at])
     at_ranks = xp.concat([xs, xp.zeros((1,), dtype=xs.dtype, device=dev)])
-    out = running(jump_slope, base_slope) * at_ranks + running(value_change, base_value, ties)
-    out = out[..., :n]  # (G, f, N) at the sorted inputs
+    out = (slopes * at_ranks + values)[..., :n]  # (G, f, N) at the sorted inputs
     in_order = is_concrete(order) and bool(
         xp.all(order == xp.arange(n, dtype=order.dtype, device=dev))
     )

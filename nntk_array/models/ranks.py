@@ -63,6 +63,12 @@ def ranks(xp: Namespace, values: Array, queries: Array, side: str = "right") -> 
     >>> ranks(np, np.array([0.0, 1.0, 1.0, 3.0]), np.array([1.0]), side="left")
     array([1])
     """
+    found = _by_buckets(xp, values, queries, side)
+    return xp.searchsorted(values, queries, side=side) if found is None else found
+
+
+def _by_buckets(xp: Namespace, values: Array, queries: Array, side: str) -> Array | None:
+    """The ranks by buckets, or ``None`` where the library's binary search is used instead."""
     n = values.shape[0]
     # the buckets of values and queries must come from one arithmetic: one dtype
     if (
@@ -70,7 +76,7 @@ def ranks(xp: Namespace, values: Array, queries: Array, side: str = "right") -> 
         or values.dtype != queries.dtype
         or not (is_concrete(values) and is_concrete(queries))
     ):
-        return xp.searchsorted(values, queries, side=side)
+        return None
     dev = array_device(values)
     index = xp.__array_namespace_info__().default_dtypes(device=dev)["indexing"]
     k = BUCKETS_PER_VALUE * n
@@ -80,7 +86,7 @@ def ranks(xp: Namespace, values: Array, queries: Array, side: str = "right") -> 
     # later ones (any positive scale keeps the map monotone; zero would make inf·0 a NaN)
     scale = k / span if span > 0 else 1.0
     if not (span <= largest / 2 and 0 < scale <= largest):  # a huge or a subnormal span
-        return xp.searchsorted(values, queries, side=side)
+        return None
 
     def bucket(v: Array) -> Array:
         # clipped to the values' range first (also monotone), so that v - lo cannot
@@ -91,7 +97,7 @@ def ranks(xp: Namespace, values: Array, queries: Array, side: str = "right") -> 
     first = xp.astype(xp.searchsorted(bucket(values), ids, side="left"), index)  # (k,)
     most = int(xp.max(xp.diff(first, append=xp.asarray([n], dtype=index, device=dev))))
     if most.bit_length() > MAX_STEPS:
-        return xp.searchsorted(values, queries, side=side)
+        return None
     # values[i - 1] at index i, then NaNs, below no query: a step past the query's bucket
     # meets a larger value of a later bucket or a NaN, so the search stays in its bucket
     nan = xp.full((most + 1,), xp.nan, dtype=values.dtype, device=dev)
