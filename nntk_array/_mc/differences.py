@@ -19,9 +19,9 @@ from .._typing import Array, DType, Namespace
 from ..backends.compile import program
 from ..models.protocol import Bound, bind
 from .directions import ROW_TILE, Directions
-from .smoothing import Form
+from .smoothing import Form, Stein
 
-__all__ = ["Chunk", "Differences", "chunks", "collect", "evaluator"]
+__all__ = ["Chunk", "Differences", "chunks", "collect", "evaluator", "swept"]
 
 Evaluate = Callable[[Array], Array]  # (B, P) -> (B, N, O)
 
@@ -51,12 +51,14 @@ class Norms:
 
 @dataclass(frozen=True)
 class Differences:
-    """All M perturbations: ``raw`` (N, O, M) differences D, ``weights`` (M,) w_m, and
-    ``norms`` when they were asked for."""
+    """All M perturbations: ``raw`` (N, O, M) differences D, ``weights`` (M,) w_m,
+    ``norms`` when they were asked for, and the directions' Gram U Uᵀ when it came with the
+    differences (:func:`swept`)."""
 
     raw: Array
     weights: Array
     norms: Norms | None
+    gram: Array | None = None
 
 
 def evaluator(model: Bound, xp: Namespace, x: Array) -> tuple[Evaluate, bool]:
@@ -138,3 +140,32 @@ def collect(parts: Iterable[Chunk], *, xp: Namespace, acc: DType, norms: bool) -
         weights=cat(weights),
         norms=Norms(cat(u_sq), cat(h_sq)) if norms else None,
     )
+
+
+def swept(
+    model: Bound, theta: Array, x: Array, dirs: Directions, form: Form, *, acc: DType, block: int
+) -> Differences:
+    """The one-sided differences of all M perturbations θ + σu_m from one sweep of U's
+    columns by the model's ``apply_by_columns`` (blocks of at most ``block`` numbers), with
+    U's Gram in ``acc`` from the same blocks: each random number is drawn once.
+
+    Raises
+    ------
+    ValueError
+        The model's ``apply_by_columns`` left columns of U unread.
+    """
+    xp = dirs.xp
+    assert model.apply_by_columns is not None
+    assert isinstance(form, Stein)
+    sweep = dirs.sweep(acc)
+    m = dirs.num_rows
+    base = model.evaluate(theta[None, :], x)
+    out = model.apply_by_columns(theta, x, sweep, form.sigma, sets=m, block=block)
+    if not sweep.done:
+        raise ValueError(
+            f"the model's `apply_by_columns` must read every column of the directions, up to "
+            f"P = {dirs.num_params}; it stopped at {sweep.position}"
+        )
+    d = xp.astype(out - base, acc, copy=False)
+    weights = xp.full((m,), 1.0 / form.sigma, dtype=acc, device=device(d))
+    return Differences(xp.permute_dims(d, (1, 2, 0)), weights, None, sweep.gram)

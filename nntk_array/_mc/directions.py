@@ -34,6 +34,7 @@ from array_api_compat import device as array_device
 
 from .._special import ndtri
 from .._typing import Array, Device, DType, Namespace
+from ..backends.linalg import gram
 from ..backends.random import Generator, draw_parallel
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "ROW_TILE",
     "SAMPLINGS",
     "Directions",
+    "Sweep",
     "check_explicit",
     "make_directions",
 ]
@@ -89,10 +91,12 @@ class Directions:
         """
         raise NotImplementedError
 
-    def columns(self, start: int, stop: int) -> Array:
+    def columns(self, start: int, stop: int, *, out: Array | None = None) -> Array:
         """Columns ``start:stop`` of U for all M rows, shape (M, stop - start).
 
         The result may be a buffer that the next call overwrites: use it before asking again.
+        With ``out`` (an array of that shape the library can write, such as a view into a
+        larger buffer) the columns are written there and ``out`` is returned.
         """
         raise NotImplementedError
 
@@ -110,6 +114,11 @@ class Directions:
         for r0 in range(lo, hi, max_rows):
             r1 = min(r0 + max_rows, hi)
             yield r0, r1, self.columns(start, stop)[r0:r1, :]
+
+    def sweep(self, acc: DType) -> Sweep:
+        """U read once from its first column to its last (:class:`Sweep`), its Gram in
+        ``acc`` summed on the way."""
+        return Sweep(self, acc)
 
     def radial_uniforms(self, start: int, stop: int) -> Array | None:
         """One U(0, 1) number per row (radii of uniform-ball perturbations); ``None`` if the
@@ -133,6 +142,66 @@ class Directions:
         return [(s, min(s + g, m)) for s in range(0, m, g)]
 
 
+class Sweep:
+    """Columns of U given in consecutive blocks from 0 to P, for a model that perturbs layer
+    by layer (``apply_by_columns``): tiles are drawn straight into the block that first
+    reaches them and the columns of a tile that a block leaves over are kept for the next,
+    so each number is drawn once however the blocks fall across tiles; the Gram G = U Uᵀ is
+    summed from the blocks as they pass.
+
+    Call it as ``sweep(start, stop)`` with ``start`` where the last block stopped; the block
+    is valid until the next call. :attr:`gram` is complete once :attr:`done`.
+    """
+
+    def __init__(self, dirs: Directions, acc: DType) -> None:
+        self._dirs, self._acc = dirs, acc
+        self.position = 0  # the first column not given yet
+        self._drawn = 0  # the columns drawn so far, [0, _drawn)
+        self._held: Array | None = None  # columns [_held_start, _drawn)
+        self._held_start = 0
+        # two buffers in turn: a block's leftover columns are copied from the one into the
+        # other (fresh arrays per block would cost page faults on every number)
+        self._buffers: list[Array | None] = [None, None]
+        self.gram: Array | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether every column has been given."""
+        return self.position == self._dirs.num_params
+
+    def __call__(self, start: int, stop: int) -> Array:
+        dirs = self._dirs
+        xp, p, m = dirs.xp, dirs.num_params, dirs.num_rows
+        if start != self.position or not start < stop <= p:
+            raise ValueError(
+                f"the model must read the directions' columns in consecutive blocks from 0 to "
+                f"P = {p}: asked for {start}:{stop} after column {self.position}"
+            )
+        if stop > self._drawn:
+            end = min(_ceil_div(stop, COL_TILE) * COL_TILE, p)
+            have = self._drawn - start  # drawn by the last block, not given yet
+            left = None if not have else self._held[:, start - self._held_start :]  # type: ignore[index]
+            buffer = self._buffers[1]
+            if buffer is None or buffer.shape[1] < end - start:
+                buffer = xp.empty((m, end - start), dtype=dirs.dtype, device=dirs.device)
+            if not is_writeable_array(buffer):  # immutable arrays: joined, not filled
+                new = dirs.columns(self._drawn, end)
+                held = new if left is None else xp.concat([left, new], axis=1)
+            else:
+                if left is not None:
+                    buffer[:, :have] = left
+                dirs.columns(self._drawn, end, out=buffer[:, have : end - start])
+                self._buffers = [buffer, self._buffers[0]]
+                held = buffer[:, : end - start]
+            self._held, self._held_start, self._drawn = held, start, end
+        assert self._held is not None
+        block = self._held[:, start - self._held_start : stop - self._held_start]
+        part = gram(xp, xp.astype(block, self._acc, copy=False))
+        self.gram = part if self.gram is None else self.gram + part
+        self.position = stop
+        return block
+
+
 class _Explicit(Directions):
     """User-given rows: the estimate is a deterministic function of them."""
 
@@ -151,8 +220,11 @@ class _Explicit(Directions):
         block = self._u[start:stop, :]
         return self.xp.asarray(block, copy=True) if fresh else block
 
-    def columns(self, start: int, stop: int) -> Array:
-        return self._u[:, start:stop]
+    def columns(self, start: int, stop: int, *, out: Array | None = None) -> Array:
+        if out is None:
+            return self._u[:, start:stop]
+        out[...] = self._u[:, start:stop]
+        return out
 
     def held(self) -> Array | None:
         return self._u
@@ -305,16 +377,28 @@ class _Tiled(Directions):
                 block = block[:, lo : lo + stop - start]
             yield r0, r1, block
 
-    def columns(self, start: int, stop: int) -> Array:
+    def columns(self, start: int, stop: int, *, out: Array | None = None) -> Array:
         whole = self._all()
         if whole is not None:
-            return whole[:, start:stop]
+            if out is None:
+                return whole[:, start:stop]
+            out[...] = whole[:, start:stop]
+            return out
         j0, j1 = start // COL_TILE, _ceil_div(stop, COL_TILE)
         ni = _ceil_div(self.num_rows, ROW_TILE)
+        if (
+            out is not None
+            and start == j0 * COL_TILE
+            and stop == min(j1 * COL_TILE, self.num_params)
+        ):
+            return self._block(range(ni), range(j0, j1), keep=False, out=out)  # whole tiles
         # the previous call's block is reused: callers consume a column block before asking
         # for the next (the Gram route), and a fresh M × COL_TILE block per call costs page
         # faults on every tile
         block = self._columns = self._block(range(ni), range(j0, j1), keep=False, out=self._columns)
+        if out is not None:
+            out[...] = block[:, start - j0 * COL_TILE : stop - j0 * COL_TILE]
+            return out
         lo = start - j0 * COL_TILE
         if lo == 0 and block.shape[1] == stop - start:
             return block

@@ -95,6 +95,8 @@ class PlugIn(Estimator):
     def weight_matrix(
         self, xp: Namespace, dirs: Directions, diffs: Differences | None, acc: Any, rows: int
     ) -> Array:
+        if diffs is not None and diffs.gram is not None:  # summed as the model swept U
+            return diffs.gram
         return _gram(xp, dirs, acc, rows)
 
     def denominator(self, xp: Namespace, al1: Array, al2: Array, groups: Groups) -> Array:
@@ -110,7 +112,7 @@ class UStatistic(PlugIn):
     def weight_matrix(
         self, xp: Namespace, dirs: Directions, diffs: Differences | None, acc: Any, rows: int
     ) -> Array:
-        g = _gram(xp, dirs, acc, rows)
+        g = super().weight_matrix(xp, dirs, diffs, acc, rows)
         dev = device(g)
         ints = xp.__array_namespace_info__().default_dtypes(device=dev)["integral"]
         gid = xp.arange(dirs.num_rows, dtype=ints, device=dev) // dirs.group_size

@@ -10,16 +10,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace, device, is_writeable_array
 
 from .._typing import Array, Namespace
 from .._validate import check_finite
 from .._xp import resolve
 from ..backends.dtypes import require_dtype
+from ..backends.random import host_draws
 from ..models.protocol import Bound, bind, check_inputs
 from . import attention as att_mc
 from . import lowrank, reduced
-from .differences import Differences, chunks, collect, evaluator
+from .differences import Differences, chunks, collect, evaluator, swept
 from .directions import Directions, check_explicit, make_directions
 from .estimators import (
     Estimator,
@@ -173,6 +174,7 @@ def setup(f: Any, theta: Array, x1: Array, x2: Array | None, spec: KernelSpec) -
         route=spec.resources.route,
         stderr=spec.stderr,
         symmetric=inputs.n2 is None,
+        sweep_bytes=_sweep_bytes(xp, spec, model, m, inputs.x.shape[0], itemsize, device(theta)),
     )
     dirs = make_directions(
         xp,
@@ -202,6 +204,29 @@ def setup(f: Any, theta: Array, x1: Array, x2: Array | None, spec: KernelSpec) -
         acc_size=4 if acc == xp.float32 else 8,
     )
     return Problem(xp, theta, model, inputs, form, est, plan, dirs, acc, spec, reduction)
+
+
+def _sweep_bytes(
+    xp: Namespace, spec: KernelSpec, model: Bound, m: int, n: int, itemsize: int, dev: Any
+) -> int | None:
+    """What the model holds sweeping U's columns for all M perturbations at ``n`` inputs, or
+    ``None`` where no sweep serves the call: the model has no ``apply_by_columns`` (or
+    declines, ``column_bytes`` ``None``), the form is not the Gaussian one, attention weighs
+    the samples, the library's arrays cannot be updated in place (the sweep adds each
+    block's share into the activations), or its draws are queued on an accelerator, where a
+    second draw of U costs little next to the products a sweep gives up."""
+    if (
+        model.apply_by_columns is None
+        or model.column_bytes is None
+        or spec.smoothing.form != "gaussian"
+        or spec.smoothing.perturbation != "gaussian"
+        or spec.attention is not None
+        or not is_writeable_array(xp.empty((0,), device=dev))
+        or not host_draws(xp, dev)
+    ):
+        return None
+    size = model.column_bytes(m, n, itemsize)
+    return None if size is None else int(size)
 
 
 def _reducible(spec: KernelSpec, n_out: int) -> str | None:
@@ -382,7 +407,18 @@ def compute(problem: Problem) -> Array | tuple[Array, Array]:
         return contract(contraction(problem), *lowrank.weighted(problem))
     att, inputs = problem.spec.attention, problem.inputs
     n1, n2, x = inputs.n1, inputs.n2, inputs.x
-    diffs = rows(problem, x, attention=att is not None)
+    if problem.plan.sweep:
+        diffs = swept(
+            problem.model,
+            problem.theta,
+            x,
+            problem.dirs,
+            problem.form,
+            acc=problem.acc,
+            block=problem.plan.sweep,
+        )
+    else:
+        diffs = rows(problem, x, attention=att is not None)
     a = diffs.raw * diffs.weights
     s = None
     if att is not None:

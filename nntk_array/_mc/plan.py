@@ -19,6 +19,11 @@ How a budget B (bytes, default 384 MiB) is shared, and what grows beyond it:
   (N, O, ``COL_TILE``) products; with standard errors another eighth for the per-batch
   parts of those products (``stream_window`` batches at a time);
 - what is left caches random tiles, so small problems draw each number once;
+- a column sweep (a model with ``apply_by_columns``, on the Gram route, where U does not fit
+  the cache): what the model holds for all M perturbed evaluations at once
+  (``column_bytes``), two column blocks of U of an eighth of the budget each
+  (``SWEEP_SHARE``) and the M × M matrices, all within the budget; U is then drawn once,
+  its Gram summed from the blocks that perturb the model;
 - structured (orthogonal) groups: half (``STRUCTURED_SHARE``) for one group's QR.
 
 Beyond the budget, every route keeps the N × O × M differences (and with standard errors
@@ -86,6 +91,14 @@ EVAL_SHARE = 4
 CHUNK_BYTES = 8 * 2**20
 DRAW_SHARE = 8
 STREAM_SHARE = 8
+SWEEP_SHARE = 8
+#: what drawing a row of U once more costs per parameter, in the Gram's M² multiply-adds: a
+#: normal takes 9 ns on this project's 2 CPU cores (tiles drawn on both), where products run
+#: at 85 G multiply-adds/s: 765, doubled because NumPy's Gram is a symmetric product (half
+#: of M²). Measured, MLP 64-512-512-512-1, NumPy: N = 64, M = 1024, 12.4-13.6 s on the Gram
+#: route with a sweep against 17.6-18.0 s streaming; N = 128, M = 512, 7.1-8.2 s against
+#: 8.8-10.0 s
+SWEEP_DRAW_COST = 1536
 GRAM_ROW_SHARE = 4
 STRUCTURED_SHARE = 2
 GRAM_MATRICES = 3
@@ -112,7 +125,8 @@ class KernelPlan:
     ``cache_bytes`` for random tiles, ``group_size`` rows per group of dependent samples,
     ``stream`` whether to contract by column streaming instead of the Gram, the row blocks
     of the two contraction routes, and ``stream_window`` jackknife batches whose parts of a
-    column tile's products the stream route holds at once.
+    column tile's products the stream route holds at once. ``sweep`` is the numbers of one
+    column block of a column sweep, ``0`` where the call takes none.
     """
 
     chunk: int
@@ -124,6 +138,7 @@ class KernelPlan:
     gram_rows: int
     stream_rows: int
     stream_window: int
+    sweep: int = 0
 
 
 @dataclass(frozen=True)
@@ -166,12 +181,16 @@ def _group_size(m: int, p: int, n_groups: int, orthogonal: bool, budget: int, it
     return max(1, size)
 
 
-def _stream_pays(m: int, n1: int, n2: int, symmetric: bool, batches: int, window: int) -> bool:
+def _stream_pays(
+    m: int, n1: int, n2: int, symmetric: bool, batches: int, window: int, *, sweep: bool
+) -> bool:
     """Whether streaming, ~(2 N M passes + (2 + B) N1 N2) P flops with B jackknife
-    ``batches`` (0 without standard errors), is cheaper than the Gram, ~M² P."""
+    ``batches`` (0 without standard errors), is cheaper than the Gram, ~M² P; with a column
+    ``sweep`` the Gram route draws U once and the stream route twice (``SWEEP_DRAW_COST``)."""
     n_all = n1 if symmetric else n1 + n2
     passes = 1 if window >= batches else 2
-    return 2 * n_all * m * passes + (2 + batches) * n1 * n2 < m * m
+    redraw = SWEEP_DRAW_COST * m if sweep else 0
+    return 2 * n_all * m * passes + (2 + batches) * n1 * n2 + redraw < m * m
 
 
 def streamable(estimator: str, sampling: str, *, explicit: bool) -> bool:
@@ -199,8 +218,10 @@ def kernel_plan(
     route: str,
     stderr: bool,
     symmetric: bool,
+    sweep_bytes: int | None = None,
 ) -> KernelPlan:
-    """The plan of a nonlocal kernel (see the module docstring for the constants).
+    """The plan of a nonlocal kernel (see the module docstring for the constants);
+    ``sweep_bytes`` is what the model holds in a column sweep (``None``: it cannot sweep).
 
     Raises
     ------
@@ -224,17 +245,33 @@ def kernel_plan(
     tile_bytes = (n1 if symmetric else n1 + n2) * n_out * min(COL_TILE, p) * acc_size
     window = min(max(batches, 1), max(1, (budget // STREAM_SHARE) // tile_bytes))
     matrices = GRAM_MATRICES * m * m * acc_size
+    gram_route = max(budget // (2 * GRAM_ROW_SHARE), COL_TILE * m * acc_size) + matrices
+    block = (budget // SWEEP_SHARE) // itemsize
+    can_sweep = (
+        sweep_bytes is not None
+        and route != "stream"
+        and samples_per_call is None
+        and not explicit
+        and estimator in ("plugin", "unbiased")
+        and sampling == "iid"
+        # else the Gram route's cache holds U and draws each number once already
+        and m * p * itemsize > budget - max(eval_bytes, gram_route)
+        and sweep_bytes + 2 * block * itemsize + matrices <= budget
+    )
     stream = route == "stream" or (
         route == "auto"
         and can_stream
-        and (matrices > budget or _stream_pays(m, n1, n2, symmetric, batches, window))
+        and (
+            matrices > budget
+            or _stream_pays(m, n1, n2, symmetric, batches, window, sweep=can_sweep)
+        )
     )
     stream_rows = max(1, (budget // STREAM_SHARE) // (COL_TILE * acc_size))
     if stream:
         gram_bytes = budget // STREAM_SHARE + 2 * (n1 + n2) * n_out * COL_TILE * acc_size
         gram_bytes += window * tile_bytes if stderr else 0
     else:
-        gram_bytes = max(budget // (2 * GRAM_ROW_SHARE), COL_TILE * m * acc_size) + matrices
+        gram_bytes = gram_route
     n_groups = JACKKNIFE_BATCHES if stderr else U_STATISTIC_GROUPS if estimator == "unbiased" else 1
     return KernelPlan(
         chunk=chunk,
@@ -246,6 +283,7 @@ def kernel_plan(
         gram_rows=max(1, (budget // GRAM_ROW_SHARE) // (p * acc_size)),
         stream_rows=stream_rows,
         stream_window=window,
+        sweep=block if can_sweep and not stream else 0,
     )
 
 

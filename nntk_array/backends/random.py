@@ -356,14 +356,22 @@ def draw_parallel(
     the CPU. Device libraries (CuPy, CUDA torch, JAX) are asynchronous already: sequential.
     """
     workers = min(len(draws), os.cpu_count() or 1)
-    if workers < 2 or is_jax_namespace(xp) or is_cupy_namespace(xp):
+    if workers < 2 or not host_draws(xp, device):
         return [d() for d in draws]
+    return list(_pool(workers).map(lambda d: d(), draws))
+
+
+def host_draws(xp: Namespace, device: Device = None) -> bool:
+    """Whether ``xp`` draws on ``device`` synchronously on the CPU (NumPy, array-api-strict,
+    CPU torch), where a random number costs hundreds of multiply-adds; JAX, CuPy and CUDA
+    torch queue their draws."""
+    if is_jax_namespace(xp) or is_cupy_namespace(xp):
+        return False
     if is_torch_namespace(xp):
         import torch
 
-        if torch.device("cpu" if device is None else device).type != "cpu":
-            return [d() for d in draws]
-    return list(_pool(workers).map(lambda d: d(), draws))
+        return bool(torch.device("cpu" if device is None else device).type == "cpu")
+    return True
 
 
 _pools: dict[int, ThreadPoolExecutor] = {}

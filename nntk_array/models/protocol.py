@@ -49,6 +49,14 @@ user's class) can offer the structured treatment without inheriting from anythin
     perturbations given by their factors (a :class:`LowRankPerturbation`), without forming
     h: ``perturbation="lowrank"`` of :func:`nntk_array.nntk` needs the first and uses the
     second where it exists (else it forms a chunk's h from the factors and calls ``apply``).
+``apply_by_columns(theta, x, columns, scale, *, sets, block)`` and ``column_bytes``
+    The model at θ + scale·u_m for every row of a (sets, P) matrix U that it reads through
+    ``columns(start, stop)`` in consecutive blocks from column 0 to P (at most ``block``
+    numbers each), and ``column_bytes(sets, n_inputs, itemsize)``, the bytes it holds doing
+    so besides those blocks (``None`` where the model evaluates faster by other means). A model that
+    perturbs layer by layer reads each column once, so the nonlocal kernel draws every
+    random number once and sums U's Gram from the same blocks, where ``column_bytes`` fits
+    ``memory_budget`` (:class:`~nntk_array.MLP` holds two activations per set).
 """
 
 from __future__ import annotations
@@ -239,6 +247,11 @@ class Bound:
     matrix_blocks: tuple[MatrixBlock, ...] | None = None
     #: the model at θ + h for factored low-rank perturbations h, (B, N, O)
     lowrank_apply: Callable[[Array, Array, LowRankPerturbation], Array] | None = None
+    #: the model at θ + σu_m for every row of U read left to right by columns, (M, N, O)
+    apply_by_columns: Callable[..., Array] | None = None
+    #: bytes ``apply_by_columns`` holds for (sets, inputs, itemsize) besides its blocks
+    #: (``None``: the model declines the sweep for these inputs)
+    column_bytes: Callable[[int, int, int], int | None] | None = None
 
 
 def _as_3d(out: Array) -> Array:
@@ -319,7 +332,20 @@ def bind(f: Any, xp: Namespace, theta: Array, x1: Array, x2: Array | None = None
         own_jvp=own_jvp,
         matrix_blocks=_matrix_blocks(f, p),
         lowrank_apply=_lowrank_apply(f),
+        **_by_columns(f),
     )
+
+
+def _by_columns(f: Any) -> dict[str, Any]:
+    """``apply_by_columns`` (outputs made 3-D) and ``column_bytes``, where the model has both."""
+    apply, size = getattr(f, "apply_by_columns", None), getattr(f, "column_bytes", None)
+    if apply is None or size is None:
+        return {}
+
+    def apply_by_columns(theta: Array, x: Array, *args: Any, **kwargs: Any) -> Array:
+        return _as_3d(apply(theta, x, *args, **kwargs))
+
+    return {"apply_by_columns": apply_by_columns, "column_bytes": size}
 
 
 def _matrix_blocks(f: Any, p: int) -> tuple[MatrixBlock, ...] | None:

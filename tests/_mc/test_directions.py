@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from array_api_compat import device as array_device
+from array_api_compat import is_writeable_array
 
 from nntk_array._mc.directions import COL_TILE, ROW_TILE, make_directions
 from nntk_array.testing import to_numpy
+from nntk_array.testing import tol as _tol
+
+
+def tol(dtype):
+    return _tol(dtype, "contraction")
 
 
 def _dirs(xp, device, dtype, sampling, m, p, group_size=1, cache=0):
@@ -88,3 +96,63 @@ class TestStructured:
             [0.02275, 0.0668, 0.1587, 0.3085, 0.5, 0.6915, 0.8413, 0.9332, 0.97725]
         )
         assert np.all(np.abs(counts - expected) <= 10)
+
+
+class TestSweep:
+    """A column sweep gives U's columns in consecutive blocks, draws each tile once and sums
+    the Gram of what it gave."""
+
+    @pytest.mark.parametrize("cache", [0, 2**30])
+    def test_blocks_are_the_columns_and_the_gram_is_u_ut(self, xp, device, dtype, cache):
+        m, p = ROW_TILE + 5, 2 * COL_TILE + 700
+        d = _dirs(xp, device, dtype, "iid", m, p, cache=cache)
+        full = to_numpy(_dirs(xp, device, dtype, "iid", m, p).rows(0, m)).astype(np.float64)
+        sweep = d.sweep(dtype)
+        # blocks inside one tile, across a tile boundary, across two, and to the end
+        edges = [0, 300, COL_TILE - 1, COL_TILE + 2, 2 * COL_TILE + 50, p]
+        for a, b in itertools.pairwise(edges):
+            assert not sweep.done
+            np.testing.assert_array_equal(to_numpy(sweep(a, b)), full[:, a:b])
+        assert sweep.done
+        assert sweep.gram is not None and sweep.gram.dtype == dtype
+        gram = full @ full.T
+        np.testing.assert_allclose(to_numpy(sweep.gram), gram, rtol=0, atol=tol(dtype) * p)
+
+    def test_each_tile_is_drawn_once(self, monkeypatch):
+        m, p = 2 * ROW_TILE, 3 * COL_TILE + 11
+        d = _dirs(np, None, np.float64, "iid", m, p)
+        drawn: list[tuple[int, int]] = []
+        draw = d._draw
+
+        def counted(i, j, out=None):
+            drawn.append((i, j))
+            return draw(i, j, out)
+
+        monkeypatch.setattr(d, "_draw", counted)
+        sweep = d.sweep(np.float64)
+        for a, b in [
+            (0, 5),
+            (5, COL_TILE + 3),
+            (COL_TILE + 3, 3 * COL_TILE + 1),
+            (3 * COL_TILE + 1, p),
+        ]:
+            sweep(a, b)
+        assert sorted(drawn) == [(i, j) for i in range(2) for j in range(4)]
+
+    @pytest.mark.parametrize(("start", "stop"), [(3, 10), (0, 0), (0, COL_TILE + 1)])
+    def test_blocks_out_of_order_are_refused(self, start, stop):
+        sweep = _dirs(np, None, np.float64, "iid", 4, COL_TILE).sweep(np.float64)
+        with pytest.raises(ValueError, match="consecutive blocks from 0 to P"):
+            sweep(start, stop)
+
+    def test_columns_fill_a_view(self, xp, device, dtype):
+        m, p = ROW_TILE, 2 * COL_TILE
+        d = _dirs(xp, device, dtype, "iid", m, p)
+        full = to_numpy(d.rows(0, m))
+        buffer = xp.zeros((m, p + 4), dtype=dtype, device=device)
+        if not is_writeable_array(buffer):
+            pytest.skip("the library's arrays cannot be written in place")
+        assert d.columns(COL_TILE, p, out=buffer[:, 4 : COL_TILE + 4]) is not None
+        d.columns(5, 9, out=buffer[:, 0:4])
+        np.testing.assert_array_equal(to_numpy(buffer[:, 4 : COL_TILE + 4]), full[:, COL_TILE:])
+        np.testing.assert_array_equal(to_numpy(buffer[:, :4]), full[:, 5:9])

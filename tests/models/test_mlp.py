@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, is_writeable_array
 from array_api_compat import device as array_device
 
 import nntk_array as nk
@@ -211,3 +212,49 @@ class TestApply:
             model.apply(make(np.full(model.num_params, np.nan)), _x(make))
         with pytest.raises(TypeError, match="`x` must have a real floating dtype"):
             model.apply(theta, xp.astype(_x(make), xp.int32))
+
+
+class TestApplyByColumns:
+    """The layer-by-layer pass over U's columns is the batched forward pass at θ + scale·U."""
+
+    @pytest.mark.parametrize(
+        ("hidden", "out", "activation", "bias"),
+        [
+            ((8,), 1, "relu", True),
+            ((16, 7), 2, "tanh", True),
+            ((5,), 3, "sign", False),
+            ((), 2, "relu", True),
+        ],
+    )
+    @pytest.mark.parametrize("block", [1, 40, 10**6])
+    def test_is_the_perturbed_forward_pass(
+        self, make, xp, dtype, hidden, out, activation, bias, block
+    ):
+        model = nk.MLP(3, hidden, out, activation, bias=bias)
+        theta = make(model.init(0, xp=np, dtype=np.float64))
+        x = _x(make)
+        u = make(np.random.default_rng(2).standard_normal((5, model.num_params)))
+        if not is_writeable_array(theta):
+            pytest.skip("it adds into its activations in place")
+        read = []
+
+        def columns(a, b):
+            read.append((a, b))
+            return u[:, a:b]
+
+        got = model.apply_by_columns(theta, x, columns, 0.1, sets=5, block=block)
+        want = model.apply(theta + 0.1 * u, x)
+        assert got.shape == (5, 6, out) and got.dtype == dtype
+        np.testing.assert_allclose(
+            to_numpy(got),
+            to_numpy(want),
+            rtol=tol(dtype, "contraction"),
+            atol=tol(dtype, "contraction") * float(np.abs(to_numpy(want)).max()),
+        )
+        assert read[0][0] == 0 and read[-1][1] == model.num_params
+        assert all(b == a2 for (_, b), (a2, _) in itertools.pairwise(read))
+
+    def test_declines_where_breakpoints_are_cheaper(self):
+        assert nk.MLP(1, (16,)).column_bytes(8, 64, 8) is None
+        assert nk.MLP(1, (16,)).column_bytes(8, 8, 8) is not None
+        assert nk.MLP(2, (16,)).column_bytes(8, 64, 8) is not None
