@@ -18,7 +18,8 @@ turn (interleaved); the
 table gives each method's minimum and median, and the ratio of the minima to the better peer.
 Peers report their phases (random numbers, forward passes, contraction) themselves;
 ``nk.nntk``'s come from a profile of one call (``--phases``): random numbers are the time
-in the tile draws (``_block``), the forward the model's batched evaluation, the Gram the
+in the tile draws (``_block``), the forward the model's batched evaluation (or its column
+sweep, less the sweep's draws and products), the Gram the
 products U_c U_cᵀ without their draws. Peak memory (``--memory``) is measured in a fresh
 subprocess per method: the growth of the maximum resident set over the state after setup.
 
@@ -150,8 +151,13 @@ def nntk_phases(call: Callable[[], Any]) -> dict[str, float]:
         return out
 
     rng = cum("directions.py", "_block")
-    forward = cum("mlp.py", "_forward") + cum("mlp.py", "forward_lowrank")
-    gram = cum("estimators.py", "_gram") - cum("directions.py", "_block", "columns")
+    # a column sweep's forward pass holds its reads of U (their draws and Gram products)
+    sweep = cum("directions.py", "__call__")
+    forward = cum("mlp.py", "_forward") + cum("mlp.py", "lowrank_apply")
+    forward += cum("mlp.py", "apply_by_columns") - sweep
+    gram_route = cum("estimators.py", "_gram")  # its column blocks are drawn again
+    gram = gram_route - (cum("directions.py", "_block", "columns") if gram_route else 0.0)
+    gram += cum("linalg.py", "gram", "__call__")
     return {
         "random numbers": rng,
         "forward": forward,

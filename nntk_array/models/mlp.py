@@ -896,31 +896,53 @@ class MLP:
 
         xp = array_namespace(theta, x)
         act = ACTIVATIONS[self.activation]
-        a, last, n = x, len(self._layers) - 1, x.shape[0]
+        a, last = x, len(self._layers) - 1
         for i, layer in enumerate(self._layers):
             w, b = self._params(xp, theta, layer)
-            k, out = layer.fan_in, layer.fan_out
-            z = xp.empty((sets, n, out), dtype=theta.dtype, device=array_device(theta))
-            # a few sets' perturbed weights and products at a time: they stay in the caches
-            few = max(1, _SWEEP_PRODUCT // (xp.finfo(z.dtype).bits // 8 * out * max(n, k)))
-            rows = max(1, block // (sets * out))
-            for r0 in range(0, k, rows):
-                r1 = min(r0 + rows, k)
-                start = layer.w_start + r0 * out
-                u = xp.reshape(columns(start, start + (r1 - r0) * out), (sets, r1 - r0, out))
-                part, shared = a[..., r0:r1], layer.w_coef * w[r0:r1, :]
-                for s0 in range(0, sets, few):
-                    s1 = min(s0 + few, sets)
-                    perturbed = (layer.w_coef * scale) * u[s0:s1, ...]
-                    perturbed += shared
-                    term = dense(xp, part if part.ndim == 2 else part[s0:s1, ...], perturbed)
-                    if r0 == 0:
-                        z[s0:s1, ...] = term
-                    else:
-                        z[s0:s1, ...] += term
-            if b is not None:
-                assert layer.b_start is not None
-                z += layer.b_coef * (b + scale * columns(layer.b_start, layer.end)[:, None, :])
-            del a  # the layer's input goes before its output's activation is formed
+            z = _perturbed_layer(xp, layer, w, b, a, columns, scale, sets, block)
+            # the layer's input goes before its output's activation is formed, and its
+            # pre-activations before the next layer's are
+            del a
             a = z if i == last else act.fn(xp, z)
+            del z
         return a
+
+
+def _perturbed_layer(
+    xp: Namespace,
+    layer: _Layer,
+    w: Array,
+    b: Array | None,
+    a: Array,
+    columns: Callable[[int, int], Array],
+    scale: float,
+    sets: int,
+    block: int,
+) -> Array:
+    """A layer's pre-activations (sets, N, fan_out) for its input ``a`` ((N, fan_in) shared,
+    or (sets, N, fan_in)) at W + scale·U_W and b + scale·U_b, U read through ``columns`` in
+    blocks of W's rows (see :meth:`MLP.apply_by_columns`). A function of its own so that
+    the views of ``a`` it takes go with it."""
+    k, out, n = layer.fan_in, layer.fan_out, a.shape[-2]
+    z = xp.empty((sets, n, out), dtype=a.dtype, device=array_device(a))
+    # a few sets' perturbed weights and products at a time: they stay in the caches
+    few = max(1, _SWEEP_PRODUCT // (xp.finfo(z.dtype).bits // 8 * out * max(n, k)))
+    rows = max(1, block // (sets * out))
+    for r0 in range(0, k, rows):
+        r1 = min(r0 + rows, k)
+        start = layer.w_start + r0 * out
+        u = xp.reshape(columns(start, start + (r1 - r0) * out), (sets, r1 - r0, out))
+        part, shared = a[..., r0:r1], layer.w_coef * w[r0:r1, :]
+        for s0 in range(0, sets, few):
+            s1 = min(s0 + few, sets)
+            perturbed = (layer.w_coef * scale) * u[s0:s1, ...]
+            perturbed += shared
+            term = dense(xp, part if part.ndim == 2 else part[s0:s1, ...], perturbed)
+            if r0 == 0:
+                z[s0:s1, ...] = term
+            else:
+                z[s0:s1, ...] += term
+    if b is not None:
+        assert layer.b_start is not None
+        z += layer.b_coef * (b + scale * columns(layer.b_start, layer.end)[:, None, :])
+    return z
