@@ -150,18 +150,15 @@ class Sweep:
     summed from the blocks as they pass.
 
     Call it as ``sweep(start, stop)`` with ``start`` where the last block stopped; the block
-    is valid until the next call. :attr:`gram` is complete once :attr:`done`.
+    is valid until the next call. :attr:`gram` is complete once :attr:`done`. Memory: one
+    buffer of the widest block (and a tile column) and a tile column of leftovers.
     """
 
     def __init__(self, dirs: Directions, acc: DType) -> None:
         self._dirs, self._acc = dirs, acc
         self.position = 0  # the first column not given yet
-        self._drawn = 0  # the columns drawn so far, [0, _drawn)
-        self._held: Array | None = None  # columns [_held_start, _drawn)
-        self._held_start = 0
-        # two buffers in turn: a block's leftover columns are copied from the one into the
-        # other (fresh arrays per block would cost page faults on every number)
-        self._buffers: list[Array | None] = [None, None]
+        self._left: Array | None = None  # columns [position, drawn): drawn, not given yet
+        self._buffer: Array | None = None  # reused: fresh blocks would cost page faults
         self.gram: Array | None = None
 
     @property
@@ -177,25 +174,29 @@ class Sweep:
                 f"the model must read the directions' columns in consecutive blocks from 0 to "
                 f"P = {p}: asked for {start}:{stop} after column {self.position}"
             )
-        if stop > self._drawn:
-            end = min(_ceil_div(stop, COL_TILE) * COL_TILE, p)
-            have = self._drawn - start  # drawn by the last block, not given yet
-            left = None if not have else self._held[:, start - self._held_start :]  # type: ignore[index]
-            buffer = self._buffers[1]
+        left = self._left
+        have = 0 if left is None else left.shape[1]
+        if stop <= start + have:  # inside the tiles the last block drew
+            assert left is not None
+            held = left
+        else:
+            drawn, end = start + have, min(_ceil_div(stop, COL_TILE) * COL_TILE, p)
+            buffer = self._buffer
             if buffer is None or buffer.shape[1] < end - start:
                 buffer = xp.empty((m, end - start), dtype=dirs.dtype, device=dirs.device)
             if not is_writeable_array(buffer):  # immutable arrays: joined, not filled
-                new = dirs.columns(self._drawn, end)
+                new = dirs.columns(drawn, end)
                 held = new if left is None else xp.concat([left, new], axis=1)
             else:
-                if left is not None:
-                    buffer[:, :have] = left
-                dirs.columns(self._drawn, end, out=buffer[:, have : end - start])
-                self._buffers = [buffer, self._buffers[0]]
+                self._buffer = buffer
                 held = buffer[:, : end - start]
-            self._held, self._held_start, self._drawn = held, start, end
-        assert self._held is not None
-        block = self._held[:, start - self._held_start : stop - self._held_start]
+                if left is not None:
+                    held[:, :have] = left
+                dirs.columns(drawn, end, out=held[:, have:])
+        block = held[:, : stop - start]
+        # what is left of the last tile column outlives the buffer's next use: a copy
+        rest = held[:, stop - start :]
+        self._left = None if rest.shape[1] == 0 else xp.asarray(rest, copy=True)
         part = gram(xp, xp.astype(block, self._acc, copy=False))
         self.gram = part if self.gram is None else self.gram + part
         self.position = stop

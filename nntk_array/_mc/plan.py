@@ -21,9 +21,11 @@ How a budget B (bytes, default 384 MiB) is shared, and what grows beyond it:
 - what is left caches random tiles, so small problems draw each number once;
 - a column sweep (a model with ``apply_by_columns``, on the Gram route, where U does not fit
   the cache): what the model holds for all M perturbed evaluations at once
-  (``column_bytes``), two column blocks of U of an eighth of the budget each
-  (``SWEEP_SHARE``) and the M × M matrices, all within the budget; U is then drawn once,
-  its Gram summed from the blocks that perturb the model;
+  (``column_bytes``), the M × M matrices, two tile columns of U (a block's leftover and its
+  overhang) and one column block of U (and its copy in the accumulation dtype, if that
+  differs) in the rest of the budget, at least an eighth of it (``SWEEP_SHARE``); U is
+  then drawn once, its Gram summed from the blocks that perturb the model, and the larger
+  the blocks the fewer passes over the activations;
 - structured (orthogonal) groups: half (``STRUCTURED_SHARE``) for one group's QR.
 
 Beyond the budget, every route keeps the N × O × M differences (and with standard errors
@@ -246,7 +248,7 @@ def kernel_plan(
     window = min(max(batches, 1), max(1, (budget // STREAM_SHARE) // tile_bytes))
     matrices = GRAM_MATRICES * m * m * acc_size
     gram_route = max(budget // (2 * GRAM_ROW_SHARE), COL_TILE * m * acc_size) + matrices
-    block = (budget // SWEEP_SHARE) // itemsize
+    spare = budget - (sweep_bytes or 0) - matrices - 2 * m * COL_TILE * itemsize
     can_sweep = (
         sweep_bytes is not None
         and route != "stream"
@@ -256,7 +258,7 @@ def kernel_plan(
         and sampling == "iid"
         # else the Gram route's cache holds U and draws each number once already
         and m * p * itemsize > budget - max(eval_bytes, gram_route)
-        and sweep_bytes + 2 * block * itemsize + matrices <= budget
+        and spare >= budget // SWEEP_SHARE
     )
     stream = route == "stream" or (
         route == "auto"
@@ -283,7 +285,9 @@ def kernel_plan(
         gram_rows=max(1, (budget // GRAM_ROW_SHARE) // (p * acc_size)),
         stream_rows=stream_rows,
         stream_window=window,
-        sweep=block if can_sweep and not stream else 0,
+        sweep=spare // (itemsize + (acc_size if acc_size != itemsize else 0))
+        if can_sweep and not stream
+        else 0,
     )
 
 

@@ -27,7 +27,7 @@ from .._xp import as_namespace, default_float_dtype, resolve
 from ..backends.dtypes import require_dtype
 from ..backends.random import Generator
 from . import piecewise
-from .activations import ACTIVATIONS
+from .activations import ACTIVATIONS, Activation
 from .protocol import LastLayer, LowRankPerturbation, MatrixBlock, NTKTerm
 
 __all__ = ["MLP"]
@@ -832,6 +832,19 @@ class MLP:
         ``None`` where the network goes by its breakpoints (:meth:`eval_bytes_per_set`),
         which costs far less than any layer-by-layer pass.
 
+        Parameters
+        ----------
+        sets : int
+            Number of parameter sets (rows of U) evaluated at once.
+        n_inputs : int
+            Number N of inputs evaluated.
+        itemsize : int
+            Bytes per number (4 for float32, 8 for float64).
+
+        Returns
+        -------
+        int or None
+
         Examples
         --------
         >>> MLP(3, (8,)).column_bytes(4, 10, 8)  # 8 · 2 · 4 · 10 · 8 + 2 MiB
@@ -896,15 +909,28 @@ class MLP:
 
         xp = array_namespace(theta, x)
         act = ACTIVATIONS[self.activation]
-        a, last = x, len(self._layers) - 1
+        n, last, dev = x.shape[0], len(self._layers) - 1, array_device(theta)
+        widest = max(self.hidden, default=0)
+        # two buffers in turn, a layer's input and its output (activated in place): fresh
+        # (sets, N, width) arrays per layer would cost their page faults again each time
+        flats: list[Array | None] = [None, None]
+        a = x
         for i, layer in enumerate(self._layers):
+            shape = (sets, n, layer.fan_out)
+            if i == last:
+                z = xp.empty(shape, dtype=theta.dtype, device=dev)
+            else:
+                flat = flats[i % 2]
+                if flat is None:
+                    flat = flats[i % 2] = xp.empty(
+                        (sets * n * widest,), dtype=theta.dtype, device=dev
+                    )
+                z = xp.reshape(flat[: sets * n * layer.fan_out], shape)
             w, b = self._params(xp, theta, layer)
-            z = _perturbed_layer(xp, layer, w, b, a, columns, scale, sets, block)
-            # the layer's input goes before its output's activation is formed, and its
-            # pre-activations before the next layer's are
-            del a
-            a = z if i == last else act.fn(xp, z)
-            del z
+            _perturbed_layer(
+                xp, layer, w, b, a, z, columns, scale, block, None if i == last else act
+            )
+            a = z
         return a
 
 
@@ -914,35 +940,40 @@ def _perturbed_layer(
     w: Array,
     b: Array | None,
     a: Array,
+    z: Array,
     columns: Callable[[int, int], Array],
     scale: float,
-    sets: int,
     block: int,
-) -> Array:
-    """A layer's pre-activations (sets, N, fan_out) for its input ``a`` ((N, fan_in) shared,
-    or (sets, N, fan_in)) at W + scale·U_W and b + scale·U_b, U read through ``columns`` in
-    blocks of W's rows (see :meth:`MLP.apply_by_columns`). A function of its own so that
-    the views of ``a`` it takes go with it."""
-    k, out, n = layer.fan_in, layer.fan_out, a.shape[-2]
-    z = xp.empty((sets, n, out), dtype=a.dtype, device=array_device(a))
+    act: Activation | None,
+) -> None:
+    """Write a layer's outputs into ``z`` (sets, N, fan_out) for its input ``a`` ((N, fan_in)
+    shared, or (sets, N, fan_in)) at W + scale·U_W and b + scale·U_b, activated by ``act``
+    (``None``: none), U read through ``columns`` in blocks of W's rows (see
+    :meth:`MLP.apply_by_columns`). The last block carries the bias's columns, so the bias
+    and the activation join its products while they are in the caches."""
+    k, out, sets, n = layer.fan_in, layer.fan_out, z.shape[0], z.shape[1]
     # a few sets' perturbed weights and products at a time: they stay in the caches
     few = max(1, _SWEEP_PRODUCT // (xp.finfo(z.dtype).bits // 8 * out * max(n, k)))
     rows = max(1, block // (sets * out))
+    rows = -(-k // -(-k // rows))  # blocks of even size
+    shift = None if b is None else layer.b_coef * b  # (1, fan_out)
     for r0 in range(0, k, rows):
         r1 = min(r0 + rows, k)
+        final, width = r1 == k, (r1 - r0) * out
         start = layer.w_start + r0 * out
-        u = xp.reshape(columns(start, start + (r1 - r0) * out), (sets, r1 - r0, out))
+        read = columns(start, layer.end if final else start + width)
+        u = xp.reshape(read[:, :width], (sets, r1 - r0, out))
+        ub = read[:, width:] if final and shift is not None else None
         part, shared = a[..., r0:r1], layer.w_coef * w[r0:r1, :]
         for s0 in range(0, sets, few):
             s1 = min(s0 + few, sets)
             perturbed = (layer.w_coef * scale) * u[s0:s1, ...]
             perturbed += shared
             term = dense(xp, part if part.ndim == 2 else part[s0:s1, ...], perturbed)
-            if r0 == 0:
-                z[s0:s1, ...] = term
-            else:
-                z[s0:s1, ...] += term
-    if b is not None:
-        assert layer.b_start is not None
-        z += layer.b_coef * (b + scale * columns(layer.b_start, layer.end)[:, None, :])
-    return z
+            if r0:
+                term += z[s0:s1, ...]
+            if ub is not None:
+                term += shift + (layer.b_coef * scale) * ub[s0:s1, None, :]
+            if final and act is not None:
+                term = act.fn(xp, term)
+            z[s0:s1, ...] = term
