@@ -151,7 +151,7 @@ class Sweep:
 
     Call it as ``sweep(start, stop)`` with ``start`` where the last block stopped; the block
     is valid until the next call. :attr:`gram` is complete once :attr:`done`. Memory: one
-    buffer of the widest block (and a tile column) and a tile column of leftovers.
+    buffer of the widest block and two tile columns, and a tile column of leftovers.
     """
 
     def __init__(self, dirs: Directions, acc: DType) -> None:
@@ -183,7 +183,9 @@ class Sweep:
             drawn, end = start + have, min(_ceil_div(stop, COL_TILE) * COL_TILE, p)
             buffer = self._buffer
             if buffer is None or buffer.shape[1] < end - start:
-                buffer = xp.empty((m, end - start), dtype=dirs.dtype, device=dirs.device)
+                # room for a tile column more: blocks of a size fall differently across tiles
+                self._buffer = buffer = None
+                buffer = xp.empty((m, end - start + COL_TILE), dtype=dirs.dtype, device=dirs.device)
             if not is_writeable_array(buffer):  # immutable arrays: joined, not filled
                 new = dirs.columns(drawn, end)
                 held = new if left is None else xp.concat([left, new], axis=1)

@@ -21,11 +21,12 @@ How a budget B (bytes, default 384 MiB) is shared, and what grows beyond it:
 - what is left caches random tiles, so small problems draw each number once;
 - a column sweep (a model with ``apply_by_columns``, on the Gram route, where U does not fit
   the cache): what the model holds for all M perturbed evaluations at once
-  (``column_bytes``), the M × M matrices, two tile columns of U (a block's leftover and its
-  overhang) and one column block of U (and its copy in the accumulation dtype, if that
-  differs) in the rest of the budget, at least an eighth of it (``SWEEP_SHARE``); U is
-  then drawn once, its Gram summed from the blocks that perturb the model, and the larger
-  the blocks the fewer passes over the activations;
+  (``column_bytes``), the M × M matrices, three tile columns of U (a block's leftover, its
+  overhang and room for blocks falling differently across tiles) and one column block of U
+  (and its copy in the accumulation dtype, if that differs) in the rest of the budget, at
+  least an eighth of it (``SWEEP_SHARE``); U is then drawn once, its Gram summed from the
+  blocks that perturb the model, and the larger the blocks the fewer passes over the
+  activations;
 - structured (orthogonal) groups: half (``STRUCTURED_SHARE``) for one group's QR.
 
 Beyond the budget, every route keeps the N × O × M differences (and with standard errors
@@ -248,7 +249,7 @@ def kernel_plan(
     window = min(max(batches, 1), max(1, (budget // STREAM_SHARE) // tile_bytes))
     matrices = GRAM_MATRICES * m * m * acc_size
     gram_route = max(budget // (2 * GRAM_ROW_SHARE), COL_TILE * m * acc_size) + matrices
-    spare = budget - (sweep_bytes or 0) - matrices - 2 * m * COL_TILE * itemsize
+    spare = budget - (sweep_bytes or 0) - matrices - 3 * m * COL_TILE * itemsize
     can_sweep = (
         sweep_bytes is not None
         and route != "stream"

@@ -952,8 +952,10 @@ def _perturbed_layer(
     :meth:`MLP.apply_by_columns`). The last block carries the bias's columns, so the bias
     and the activation join its products while they are in the caches."""
     k, out, sets, n = layer.fan_in, layer.fan_out, z.shape[0], z.shape[1]
-    # a few sets' perturbed weights and products at a time: they stay in the caches
-    few = max(1, _SWEEP_PRODUCT // (xp.finfo(z.dtype).bits // 8 * out * max(n, k)))
+    # a few sets' perturbed weights and products at a time, so they stay in the caches: the
+    # products (N, out), the weights (rows, out), and for few outputs (N, rows) (`dense`)
+    size = xp.finfo(z.dtype).bits // 8
+    few = max(1, _SWEEP_PRODUCT // (size * max(n * out, k * out, n * k)))
     rows = max(1, block // (sets * out))
     rows = -(-k // -(-k // rows))  # blocks of even size
     shift = None if b is None else layer.b_coef * b  # (1, fan_out)
@@ -977,3 +979,4 @@ def _perturbed_layer(
             if final and act is not None:
                 term = act.fn(xp, term)
             z[s0:s1, ...] = term
+        del read, u, ub, part  # a block's views go before the next block is read

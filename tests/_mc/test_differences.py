@@ -11,18 +11,23 @@ import nntk_array as nk
 from nntk_array._mc import differences, kernel
 from nntk_array.testing import to_numpy, tol
 
-#: a net whose directions (M = 256 rows) do not fit the random-tile cache under this budget
-#: per byte of its numbers, while the activations of all 256 perturbed nets do
-BUDGET_PER_BYTE = 3 * 2**20
+#: a net whose directions (M = 64 rows, P = 40,513) do not fit the random-tile cache under
+#: this budget per byte of its numbers, while the activations of all 64 perturbed nets do
+BUDGET_PER_BYTE = 4 * 2**20
+SETS = 64
+
+
+def _model(outputs: int = 1) -> nk.MLP:
+    return nk.MLP(16, (192, 192), outputs, "relu")
 
 
 def _setup(make, xp, outputs: int = 1):
-    model = nk.MLP(8, (64, 64), outputs, "relu")
+    model = _model(outputs)
     theta = make(model.init(0, xp=np, dtype=np.float64))
     if not is_writeable_array(theta):
         pytest.skip("a sweep adds into the activations in place: not for immutable arrays")
     rng = np.random.default_rng(1)
-    return model, theta, make(rng.standard_normal((24, 8))), make(rng.standard_normal((8, 8)))
+    return model, theta, make(rng.standard_normal((24, 16))), make(rng.standard_normal((8, 16)))
 
 
 def _calls(monkeypatch) -> list[int]:
@@ -48,7 +53,7 @@ def _calls(monkeypatch) -> list[int]:
 def test_the_sweep_gives_the_row_estimate(monkeypatch, make, xp, dtype, options):
     model, theta, x1, x2 = _setup(make, xp, outputs=2 if options.get("outputs") else 1)
     size = 4 if "float32" in str(dtype) else 8
-    kw = {"sigma": 0.1, "samples": 256, "seed": 7, "memory_budget": BUDGET_PER_BYTE * size}
+    kw = {"sigma": 0.1, "samples": SETS, "seed": 7, "memory_budget": BUDGET_PER_BYTE * size}
     kw |= options
     for second in (None, x2):
         taken = _calls(monkeypatch)
@@ -69,9 +74,9 @@ def test_the_sweep_gives_the_row_estimate(monkeypatch, make, xp, dtype, options)
 
 
 def test_the_sweep_draws_each_number_once(monkeypatch):
-    model = nk.MLP(8, (64, 64), 1, "relu")
+    model = _model()
     theta = model.init(0, xp=np, dtype=np.float32)
-    x = np.random.default_rng(1).standard_normal((32, 8)).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal((32, 16)).astype(np.float32)
     drawn = []
     normal = nk.backends.random.Generator.normal
 
@@ -81,8 +86,8 @@ def test_the_sweep_draws_each_number_once(monkeypatch):
 
     monkeypatch.setattr(nk.backends.random.Generator, "normal", counted)
     taken = _calls(monkeypatch)
-    nk.nntk(model, theta, x, sigma=0.1, samples=256, seed=0, memory_budget=BUDGET_PER_BYTE * 4)
-    assert taken == [1] and sum(drawn) == 256 * model.num_params
+    nk.nntk(model, theta, x, sigma=0.1, samples=SETS, seed=0, memory_budget=BUDGET_PER_BYTE * 4)
+    assert taken == [1] and sum(drawn) == SETS * model.num_params
 
 
 def test_a_model_that_skips_columns_is_refused():
@@ -91,17 +96,18 @@ def test_a_model_that_skips_columns_is_refused():
             columns(0, 1)  # reads one column, then evaluates unperturbed
             return self.apply(theta, x)[None, ...] + 0.0 * theta[0]
 
-    model = Skipping(8, (64, 64), 1)
+    model = Skipping(16, (192, 192), 1)
     theta = model.init(0, xp=np, dtype=np.float32)
-    x = np.zeros((32, 8), dtype=np.float32)
+    x = np.zeros((32, 16), dtype=np.float32)
+    budget = BUDGET_PER_BYTE * 4
     with pytest.raises(ValueError, match="must read every column of the directions"):
-        nk.nntk(model, theta, x, sigma=0.1, samples=256, seed=0, memory_budget=BUDGET_PER_BYTE * 4)
+        nk.nntk(model, theta, x, sigma=0.1, samples=SETS, seed=0, memory_budget=budget)
 
 
 def test_no_sweep_where_the_directions_fit_the_cache(monkeypatch):
-    model = nk.MLP(8, (64, 64), 1, "relu")
+    model = _model()
     theta = model.init(0, xp=np, dtype=np.float32)
-    x = np.zeros((32, 8), dtype=np.float32)
+    x = np.zeros((32, 16), dtype=np.float32)
     taken = _calls(monkeypatch)
-    nk.nntk(model, theta, x, sigma=0.1, samples=256, seed=0)  # 384 MiB: U (4.9 MB) is cached
+    nk.nntk(model, theta, x, sigma=0.1, samples=SETS, seed=0)  # 384 MiB: U (10 MB) is cached
     assert taken == []
