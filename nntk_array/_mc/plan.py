@@ -98,9 +98,9 @@ SWEEP_SHARE = 8
 #: what drawing a row of U once more costs per parameter, in the Gram's M² multiply-adds: a
 #: normal takes 9 ns on this project's 2 CPU cores (tiles drawn on both), where products run
 #: at 85 G multiply-adds/s: 765, doubled because NumPy's Gram is a symmetric product (half
-#: of M²). Measured, MLP 64-512-512-512-1, NumPy: N = 64, M = 1024, 12.4-13.6 s on the Gram
-#: route with a sweep against 17.6-18.0 s streaming; N = 128, M = 512, 7.1-8.2 s against
-#: 8.8-10.0 s
+#: of M²). Measured, MLP 64-512-512-512-1, NumPy, with column blocks of an eighth of the
+#: budget: N = 64, M = 1024, 12.4-13.6 s on the Gram route with a sweep against 17.6-18.0 s
+#: streaming; N = 128, M = 512, 7.1-8.2 s against 8.8-10.0 s
 SWEEP_DRAW_COST = 1536
 GRAM_ROW_SHARE = 4
 STRUCTURED_SHARE = 2
