@@ -827,8 +827,9 @@ class MLP:
 
     def column_bytes(self, sets: int, n_inputs: int, itemsize: int) -> int | None:
         """Bytes :meth:`apply_by_columns` holds for ``sets`` parameter sets at ``n_inputs``
-        inputs, besides the column blocks it reads: two activations of the widest layer for
-        every set (a layer's input or output and the next one) and one cache-sized product.
+        inputs, besides the column blocks it reads: for every set two activations of the
+        widest hidden layer (a layer's input and its output, in turn) and the outputs, and
+        a few sets' products.
         ``None`` where the network goes by its breakpoints (:meth:`eval_bytes_per_set`),
         which costs far less than any layer-by-layer pass.
 
@@ -847,15 +848,15 @@ class MLP:
 
         Examples
         --------
-        >>> MLP(3, (8,)).column_bytes(4, 10, 8)  # 8 · 2 · 4 · 10 · 8 + 2 MiB
-        2102272
+        >>> MLP(3, (8,)).column_bytes(4, 10, 8)  # 8 · 4 · 10 · (2 · 8 + 1) + 2 MiB
+        2102592
         >>> MLP(1, (256,)).column_bytes(4, 320, 8) is None
         True
         """
         if self._piecewise(n_inputs):
             return None
-        widest = max(self.hidden, default=self.out_features)
-        return itemsize * 2 * sets * n_inputs * max(widest, self.out_features) + _SWEEP_PRODUCT
+        per_input = 2 * max(self.hidden, default=0) + self.out_features
+        return itemsize * sets * n_inputs * per_input + _SWEEP_PRODUCT
 
     def apply_by_columns(
         self,
