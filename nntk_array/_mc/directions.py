@@ -6,7 +6,8 @@ are regenerated instead: random numbers come in fixed tiles of ``ROW_TILE`` x ``
 each from its own counter-derived stream (:meth:`Generator.spawn`), so any block of rows or
 of columns can be rebuilt exactly and the numbers do not depend on chunk sizes or memory
 budgets. Tiles drawn for the perturbed evaluations are kept while a byte budget allows, so
-small problems draw each number once.
+small problems draw each number once; a model that perturbs layer by layer reads U once by
+columns instead (:class:`Sweep`), and the Gram is summed from the same blocks.
 
 Samplers (``sampling=``):
 
