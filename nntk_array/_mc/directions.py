@@ -82,6 +82,8 @@ class Directions:
         #: rows can be had in any number (not only whole tiles) without a copy of a tile's
         #: height: explicit rows, and generated ones held whole
         self.any_rows = False
+        #: the library's arrays can be filled in place (blocks are then drawn into buffers)
+        self.writeable = is_writeable_array(xp.empty((0,), dtype=dtype, device=device))
         self._gen: Generator
 
     def rows(self, start: int, stop: int, *, fresh: bool = False) -> Array:
@@ -182,17 +184,17 @@ class Sweep:
             held = left
         else:
             drawn, end = start + have, min(_ceil_div(stop, COL_TILE) * COL_TILE, p)
-            buffer = self._buffer
-            if buffer is None or buffer.shape[1] < end - start:
-                # room for a tile column more: blocks of a size fall differently across tiles
-                self._buffer = buffer = None
-                buffer = xp.empty((m, end - start + COL_TILE), dtype=dirs.dtype, device=dirs.device)
-            if not is_writeable_array(buffer):  # immutable arrays: joined, not filled
+            if not dirs.writeable:  # immutable arrays: joined, not filled
                 new = dirs.columns(drawn, end)
                 held = new if left is None else xp.concat([left, new], axis=1)
             else:
-                self._buffer = buffer
-                held = buffer[:, : end - start]
+                if self._buffer is None or self._buffer.shape[1] < end - start:
+                    # freed first; room for a tile column more: blocks of one size fall
+                    # differently across tiles
+                    self._buffer = None
+                    width = end - start + COL_TILE
+                    self._buffer = xp.empty((m, width), dtype=dirs.dtype, device=dirs.device)
+                held = self._buffer[:, : end - start]
                 if left is not None:
                     held[:, :have] = left
                 dirs.columns(drawn, end, out=held[:, have:])
@@ -285,7 +287,7 @@ class _Tiled(Directions):
         """
         xp = self.xp
         keys = [(i, j) for i in rows for j in cols]
-        if not is_writeable_array(xp.empty((0,), dtype=self.dtype, device=self.device)):
+        if not self.writeable:
             return _grid(xp, self._tiles(keys, keep=keep), len(rows), len(cols))
         height = sum(self._tile_shape(i, cols[0])[0] for i in rows)
         width = sum(self._tile_shape(rows[0], j)[1] for j in cols)
