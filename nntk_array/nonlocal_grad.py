@@ -9,7 +9,7 @@ from typing import Any
 from array_api_compat import device
 
 from ._mc import precision
-from ._mc.differences import chunks
+from ._mc.differences import chunks, shifting
 from ._mc.directions import check_explicit, make_directions
 from ._mc.plan import DEFAULT_BUDGET, grad_plan
 from ._mc.smoothing import make_form
@@ -203,7 +203,7 @@ def nonlocal_grad(
         )
         sums = _GradientSums(xp, dirs.group_size, dirs.num_rows, stderr)
         for c in chunks(
-            evaluate,
+            shifting(evaluate),
             theta,
             dirs,
             smoothing_form,

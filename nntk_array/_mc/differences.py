@@ -19,11 +19,9 @@ from .._typing import Array, DType, Namespace
 from ..backends.compile import program
 from ..models.protocol import Bound, bind
 from .directions import ROW_TILE, Directions
-from .smoothing import Form, Stein
+from .smoothing import Form, Shifted, Stein
 
-__all__ = ["Chunk", "Differences", "chunks", "collect", "evaluator", "swept"]
-
-Evaluate = Callable[[Array], Array]  # (B, P) -> (B, N, O)
+__all__ = ["Chunk", "Differences", "chunks", "collect", "evaluator", "shifting", "swept"]
 
 
 @dataclass(frozen=True)
@@ -61,26 +59,49 @@ class Differences:
     gram: Array | None = None
 
 
-def evaluator(model: Bound, xp: Namespace, x: Array) -> tuple[Evaluate, bool]:
-    """thetas ↦ the model's outputs (B, N, O) at the inputs ``x``, and whether it is compiled:
-    on JAX one compiled program per model (:func:`~nntk_array.backends.compile.program`; XLA
-    fuses the layers of the forward pass), reused by every chunk, seed and call; elsewhere
-    the model itself."""
+def shifting(evaluate: Callable[[Array], Array]) -> Shifted:
+    """The model at shifted parameters, f(θ + scale·h), from its evaluation at a batch of
+    parameter rows (B, P) ↦ (B, N, O); with ``spend`` the rows are formed in the place of h."""
 
-    def build(owner: Callable[[], Any]) -> Callable[[Array, Array], Array]:
-        def run(thetas: Array, x: Array) -> Array:
-            return bind(owner(), xp, thetas[0, ...], x).evaluate(thetas, x)
+    def at(theta: Array, h: Array | None, scale: float = 1.0, *, spend: bool = False) -> Array:
+        if h is None:
+            return evaluate(theta[None, :])
+        if not spend:
+            return evaluate(theta + (h if scale == 1.0 else scale * h))
+        if scale != 1.0:
+            h *= scale
+        h += theta
+        return evaluate(h)
+
+    return at
+
+
+def evaluator(model: Bound, xp: Namespace, x: Array) -> tuple[Shifted, bool]:
+    """The model at shifted parameters θ + scale·h (:class:`~.smoothing.Shifted`) at the
+    inputs ``x``, and whether it is compiled: on JAX one compiled program per model
+    (:func:`~nntk_array.backends.compile.program`; XLA fuses the shift and the layers of the
+    forward pass), reused by every chunk, seed and call; elsewhere the model itself."""
+
+    def build(owner: Callable[[], Any]) -> Callable[[Array, Array, float, Array], Array]:
+        def run(theta: Array, h: Array, scale: float, x: Array) -> Array:
+            return bind(owner(), xp, theta, x).evaluate(theta[None, :] + scale * h, x)
 
         return run
 
-    compiled = program(("evaluate",), build)
+    compiled = program(("shifted",), build)
     if compiled is None:
-        return (lambda thetas: model.evaluate(thetas, x)), False
-    return (lambda thetas: compiled(thetas, x)), True
+        return shifting(lambda thetas: model.evaluate(thetas, x)), False
+
+    def at(theta: Array, h: Array | None, scale: float = 1.0, *, spend: bool = False) -> Array:
+        if h is None:  # f(θ) as θ + 0·0: the same program
+            h, scale = xp.zeros((1, theta.shape[0]), dtype=theta.dtype, device=device(theta)), 0.0
+        return compiled(theta, h, scale, x)
+
+    return at, True
 
 
 def chunks(
-    evaluate: Evaluate,
+    evaluate: Shifted,
     theta: Array,
     dirs: Directions,
     form: Form,
@@ -98,7 +119,7 @@ def chunks(
     are formed in its place, so a chunk needs one (B, P) array less (the kernels).
     """
     xp = dirs.xp
-    base = evaluate(theta[None, :]) if form.needs_base else None
+    base = evaluate(theta, None) if form.needs_base else None
     # whole tiles, unless the directions give any rows cheaply: then a chunk's own rows
     group = chunk if dirs.any_rows else max(draw, -(-chunk // ROW_TILE) * ROW_TILE)
     for g0 in range(0, dirs.num_rows, group):
@@ -109,7 +130,10 @@ def chunks(
             rows = slice(b0 - g0, b1 - g0)
             h = block.h[rows, :]
             spend = not keep_h and is_writeable_array(h)
-            d = xp.astype(form.difference(evaluate, theta, h, base, spend=spend), acc, copy=False)
+            d = form.difference(evaluate, theta, h, base, scale=block.scale, spend=spend)
+            d = xp.astype(d, acc, copy=False)
+            if keep_h and block.scale != 1.0:
+                h = block.scale * h
             w = block.w
             if isinstance(w, float):
                 w = xp.full((b1 - b0,), w, dtype=acc, device=device(d))

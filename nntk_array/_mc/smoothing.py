@@ -17,9 +17,8 @@ With ``antithetic`` pairs the first two use D = f(θ+h) − f(θ−h) and half t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -31,23 +30,38 @@ __all__ = [
     "GaussHermite",
     "Perturbed",
     "Radial",
+    "Shifted",
     "Stein",
     "gauss_hermite",
     "make_form",
 ]
 
-Evaluate = Callable[[Array], Array]  # (B, P) -> (B, N, O)
+
+
+class Shifted(Protocol):
+    """The model at shifted parameters (:func:`~nntk_array._mc.differences.shifting`)."""
+
+    def __call__(
+        self, theta: Array, h: Array | None, scale: float = 1.0, *, spend: bool = False
+    ) -> Array:
+        """f(θ + scale·h) (B, N, O) for rows h (B, P), f(θ) (1, N, O) for ``h=None``; with
+        ``spend`` θ + scale·h may be formed in the place of h."""
+        ...
 
 
 @dataclass
 class Perturbed:
-    """A block of perturbations: h (rows, P), t and w (floats or (rows,) arrays) with
-    h = t·u, and the squared norms |u|² (rows,) where asked for or needed."""
+    """A block of perturbations scale·h: h (rows, P), t and w (floats or (rows,) arrays)
+    with scale·h = t·u, and the squared norms |u|² (rows,) where asked for or needed.
+
+    ``scale`` is 1 unless the form left the scaling to the evaluation, which joins it to the
+    shift θ + scale·h (immutable arrays, whose every scaling is a new block)."""
 
     h: Array
     t: float | Array
     w: float | Array
     u_sq: Array | None
+    scale: float = 1.0
 
 
 class Form:
@@ -66,10 +80,18 @@ class Form:
         raise NotImplementedError
 
     def difference(
-        self, evaluate: Evaluate, theta: Array, h: Array, base: Array | None, *, spend: bool = False
+        self,
+        evaluate: Shifted,
+        theta: Array,
+        h: Array,
+        base: Array | None,
+        *,
+        scale: float = 1.0,
+        spend: bool = False,
     ) -> Array:
-        """The differences D (B, N, O) for perturbations h (B, P); with ``spend`` the form may
-        overwrite h (the caller no longer needs it), sparing a (B, P) temporary."""
+        """The differences D (B, N, O) for perturbations scale·h (h: (B, P)); with ``spend``
+        the form may overwrite h (the caller no longer needs it), sparing a (B, P)
+        temporary."""
         raise NotImplementedError
 
 
@@ -87,13 +109,18 @@ class _FiniteDifference(Form):
         return 2 if self.antithetic else 1
 
     def difference(
-        self, evaluate: Evaluate, theta: Array, h: Array, base: Array | None, *, spend: bool = False
+        self,
+        evaluate: Shifted,
+        theta: Array,
+        h: Array,
+        base: Array | None,
+        *,
+        scale: float = 1.0,
+        spend: bool = False,
     ) -> Array:
-        minus = theta - h if self.antithetic else None
-        if spend:
-            h += theta  # θ + h in place of h
-        plus = evaluate(h if spend else theta + h)
-        return plus - (base if minus is None else evaluate(minus))
+        # f(θ − h) first: a spent h no longer holds h afterwards
+        minus = evaluate(theta, h, -scale) if self.antithetic else base
+        return evaluate(theta, h, scale, spend=spend) - minus
 
 
 @dataclass(frozen=True)
@@ -111,8 +138,10 @@ class Stein(_FiniteDifference):
         xp = dirs.xp
         h = dirs.rows(start, stop, fresh=True)
         u_sq = xp.sum(h * h, axis=1) if norms else None
-        h *= self.sigma  # a fresh block: scaled in place, no second full-size temporary
         w = 0.5 / self.sigma if self.antithetic else 1.0 / self.sigma
+        if not dirs.writeable:  # σ joins the shift θ + σu (one compiled program on JAX)
+            return Perturbed(h, self.sigma, w, u_sq, scale=self.sigma)
+        h *= self.sigma  # a fresh block: scaled in place, no second full-size temporary
         return Perturbed(h, self.sigma, w, u_sq)
 
 
@@ -165,11 +194,18 @@ class GaussHermite(Form):
         return Perturbed(u * t[:, None], t, xp.ones_like(sq), sq)
 
     def difference(
-        self, evaluate: Evaluate, theta: Array, h: Array, base: Array | None, *, spend: bool = False
+        self,
+        evaluate: Shifted,
+        theta: Array,
+        h: Array,
+        base: Array | None,
+        *,
+        scale: float = 1.0,
+        spend: bool = False,
     ) -> Array:
         d = None
         for radius, coef in self.nodes:
-            term = evaluate(theta + radius * h) - evaluate(theta - radius * h)
+            term = evaluate(theta, h, radius * scale) - evaluate(theta, h, -radius * scale)
             d = coef * term if d is None else d + coef * term
         return d
 

@@ -150,6 +150,37 @@ class Generator:
             drawn = jax.device_put(drawn, self.device)
         return drawn
 
+    def spawn_normal_grid(
+        self,
+        prefix: int,
+        rows: range,
+        cols: range,
+        shape: tuple[int, int],
+        tile: tuple[int, int],
+        *,
+        dtype: DType,
+    ) -> Array | None:
+        """The tiles ``spawn_normal((prefix, i, j), ...)`` for i in ``rows``, j in ``cols``
+        joined into one block of ``shape``, tiles of ``tile`` (those of the last row and
+        column may be smaller): on JAX one compiled program per block shape, instead of a
+        dispatch per tile and the tiles' concatenation; ``None`` on other libraries (they
+        draw tiles straight into a buffer)."""
+        if self._kind != "jax":
+            return None
+        import jax
+        import jax.numpy as jnp
+
+        with _jax_threefry():
+            drawn = _jax_normal_grid()(
+                self._root,
+                jnp.asarray([prefix, rows.start, cols.start], dtype=jnp.uint32),
+                (len(rows), len(cols)),
+                shape,
+                tile,
+                dtype,
+            )
+        return drawn if self.device is None else jax.device_put(drawn, self.device)
+
     def _draw_entropy(self) -> int:
         if self._kind == "torch":
             import torch
@@ -292,6 +323,58 @@ def _jax_spawn_normal() -> Callable[..., Array]:
         return jax.random.normal(jax.random.split(key)[1], shape, dtype=dtype)
 
     compiled: Callable[..., Array] = jax.jit(draw, static_argnums=(2, 3))
+    return compiled
+
+
+@functools.cache
+def _jax_normal_grid() -> Callable[..., Array]:
+    """The compiled block of tiles of :meth:`Generator.spawn_normal_grid`: the tiles of full
+    size drawn together (``vmap`` over their indices draws the numbers each would alone),
+    the shorter last row and column of tiles likewise, and the parts joined in the program."""
+    import jax
+    import jax.numpy as jnp
+
+    def draw(
+        root: Array,
+        start: Array,
+        grid: tuple[int, int],
+        shape: tuple[int, int],
+        tile: tuple[int, int],
+        dtype: DType,
+    ) -> Array:
+        (n_i, n_j), (height, width), (th, tw) = grid, shape, tile
+        prefix, i0, j0 = start[0], start[1], start[2]
+
+        def one(i: Array, j: Array, size: tuple[int, int]) -> Array:
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(root, prefix), i), j)
+            return jax.random.normal(jax.random.split(key)[1], size, dtype=dtype)
+
+        last_h, last_w = height - (n_i - 1) * th, width - (n_j - 1) * tw
+        full_i = n_i if last_h == th else n_i - 1  # rows of tiles of full height
+        full_j = n_j if last_w == tw else n_j - 1
+        i = i0 + jnp.arange(n_i, dtype=jnp.uint32)
+        j = j0 + jnp.arange(n_j, dtype=jnp.uint32)
+
+        def band(ii: Array, h: int) -> Array:  # one row of tiles per ii, (len(ii)·h, width)
+            parts = []
+            if full_j:
+                t = jax.vmap(jax.vmap(lambda a, b: one(a, b, (h, tw)), (None, 0)), (0, None))(
+                    ii, j[:full_j]
+                )  # (rows, full_j, h, tw)
+                parts.append(jnp.reshape(jnp.transpose(t, (0, 2, 1, 3)), (-1, full_j * tw)))
+            if full_j < n_j:
+                t = jax.vmap(lambda a: one(a, j[-1], (h, last_w)))(ii)
+                parts.append(jnp.reshape(t, (-1, last_w)))
+            return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
+
+        bands = []
+        if full_i:
+            bands.append(band(i[:full_i], th))
+        if full_i < n_i:
+            bands.append(band(i[-1:], last_h))
+        return bands[0] if len(bands) == 1 else jnp.concatenate(bands, axis=0)
+
+    compiled: Callable[..., Array] = jax.jit(draw, static_argnums=(2, 3, 4, 5))
     return compiled
 
 

@@ -40,6 +40,35 @@ class TestGenerator:
             np.testing.assert_array_equal(to_numpy(block)[:, 2:8], want)
             assert not to_numpy(block)[:, :2].any() and not to_numpy(block)[:, 8:].any()
 
+    @pytest.mark.parametrize(
+        ("matrix", "rows", "cols"),
+        [
+            ((12, 10), range(0, 3), range(0, 2)),  # short last row and column of tiles
+            ((12, 10), range(1, 3), range(1, 2)),  # a block away from the origin
+            ((10, 12), range(0, 2), range(0, 2)),  # whole tiles only
+            ((12, 10), range(2, 3), range(0, 1)),  # one short tile
+        ],
+    )
+    def test_spawn_normal_grid(self, xp, dtype, device, matrix, rows, cols):
+        # a block of a matrix in tiles of 5 x 6, drawn at once, holds the numbers of its
+        # tiles drawn one by one
+        def tile(i, j):
+            return min(5, matrix[0] - 5 * i), min(6, matrix[1] - 6 * j)
+
+        gen = Generator(6, xp=xp, device=device)
+        want = np.block(
+            [
+                [to_numpy(gen.spawn_normal((0, i, j), tile(i, j), dtype=dtype)) for j in cols]
+                for i in rows
+            ]
+        )
+        got = gen.spawn_normal_grid(0, rows, cols, want.shape, (5, 6), dtype=dtype)
+        if got is None:  # drawn tile by tile into buffers on this library
+            assert "jax" not in xp.__name__
+            return
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(to_numpy(got), want)
+
     def test_moments(self, xp, dtype, device):
         # 40000 draws: the sample mean has standard error 0.005, the variance 0.007.
         z = to_numpy(Generator(1, xp=xp, device=device).normal((40000,), dtype=dtype)).astype(float)
