@@ -37,7 +37,6 @@ __all__ = [
 ]
 
 
-
 class Shifted(Protocol):
     """The model at shifted parameters (:func:`~nntk_array._mc.differences.shifting`)."""
 
