@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from array_api_compat import device as array_device
+from array_api_compat import is_writeable_array
 
 from .._typing import Array, Device, DType, Namespace, SeedLike
 from .._validate import (
@@ -767,11 +768,13 @@ class MLP:
     def lowrank_apply(self, theta: Array, x: Array, perturbation: LowRankPerturbation) -> Array:
         """The network at θ + h for a batch of low-rank perturbations h given by their factors.
 
-        Each layer is one GEMM of the batch's activations with the shared weights W plus the
-        rank-r correction Σ_k (a·l_k) r_kᵀ as batched products of shape (B, N, r), the
-        perturbed bias folded in as one more column; the first layer's input is shared, so
-        it costs x W once and (N, r) products per perturbation. No (B, P) array is formed.
-        No validation.
+        Each layer is a GEMM of the activations with the shared weights W plus the rank-r
+        correction Σ_k (a·l_k) r_kᵀ as batched products of shape (B, N, r), the perturbed
+        bias folded in as one more column; the first layer's input is shared, so it costs
+        x W once and (N, r) products per perturbation. Where arrays can be written a few
+        sets go at a time (about 2 MiB of a layer's outputs), so the product, correction
+        and activation meet in the caches, into two (B, N, width) arrays used in turn. No
+        (B, P) array is formed. No validation.
 
         Parameters
         ----------
@@ -804,8 +807,14 @@ class MLP:
 
         xp = array_namespace(theta, x, perturbation.rest)
         act = ACTIVATIONS[self.activation]
-        a, offset, last = x, 0, len(self._layers) - 1
-        rest = perturbation.rest
+        sets, n, last = perturbation.batch, x.shape[0], len(self._layers) - 1
+        outputs = _Outputs(xp, sets, n, max(self.hidden, default=0), theta)
+        # a few sets at a time, so that each layer's product, correction, bias and
+        # activation meet in the caches; arrays that cannot be filled take the batch at once
+        size = xp.finfo(theta.dtype).bits // 8
+        per_set = size * n * max(self.hidden, default=1)
+        few = max(1, _SWEEP_PRODUCT // per_set) if outputs.writeable else sets
+        a, offset, rest = x, 0, perturbation.rest
         for i, layer in enumerate(self._layers):
             w, b = self._params(xp, theta, layer)
             left = xp.permute_dims(perturbation.left[i], (0, 2, 1))  # (B, fan_in, r)
@@ -820,9 +829,21 @@ class MLP:
                 col = xp.full((*t.shape[:-1], 1), layer.b_coef, dtype=t.dtype, device=dev)
                 t = xp.concat([t, col], axis=-1)
                 right = xp.concat([right, shift], axis=1)
-            z = xp.matmul(t, right)  # the rank-r correction and the perturbed bias
-            z += dense(xp, a, layer.w_coef * w)  # one shared-weight GEMM over all B·N rows
-            a = z if i == last else act.fn(xp, z)
+            shared = layer.w_coef * w
+            first = dense(xp, a, shared) if a.ndim == 2 else None  # the shared input's share
+            z = outputs.layer(i, i == last, layer.fan_out)
+            parts = []
+            for s0 in range(0, sets, few):
+                s1 = min(s0 + few, sets)
+                term = xp.matmul(t[s0:s1, ...], right[s0:s1, ...])  # correction and bias
+                term += first if first is not None else dense(xp, a[s0:s1, ...], shared)
+                if i != last:
+                    term = act.fn(xp, term)
+                if z is None:
+                    parts.append(term)
+                else:
+                    z[s0:s1, ...] = term
+            a = z if z is not None else parts[0] if len(parts) == 1 else xp.concat(parts)
         return a
 
     def column_bytes(self, sets: int, n_inputs: int, itemsize: int) -> int | None:
@@ -896,6 +917,11 @@ class MLP:
         -------
         array, shape (sets, N, O)
 
+        Raises
+        ------
+        TypeError
+            The library's arrays cannot be written in place (JAX).
+
         Examples
         --------
         >>> import numpy as np
@@ -910,29 +936,49 @@ class MLP:
 
         xp = array_namespace(theta, x)
         act = ACTIVATIONS[self.activation]
-        n, last, dev = x.shape[0], len(self._layers) - 1, array_device(theta)
-        widest = max(self.hidden, default=0)
-        # two buffers in turn, a layer's input and its output (activated in place): fresh
-        # (sets, N, width) arrays per layer would cost their page faults again each time
-        flats: list[Array | None] = [None, None]
+        n, last = x.shape[0], len(self._layers) - 1
+        outputs = _Outputs(xp, sets, n, max(self.hidden, default=0), theta)
+        if not outputs.writeable:
+            raise TypeError(
+                "`apply_by_columns` writes the layers' outputs in place: it needs arrays the "
+                f"library can write (NumPy, PyTorch, CuPy), not {xp.__name__}'s"
+            )
         a = x
         for i, layer in enumerate(self._layers):
-            shape = (sets, n, layer.fan_out)
-            if i == last:
-                z = xp.empty(shape, dtype=theta.dtype, device=dev)
-            else:
-                flat = flats[i % 2]
-                if flat is None:
-                    flat = flats[i % 2] = xp.empty(
-                        (sets * n * widest,), dtype=theta.dtype, device=dev
-                    )
-                z = xp.reshape(flat[: sets * n * layer.fan_out], shape)
+            z = outputs.layer(i, i == last, layer.fan_out)
+            assert z is not None  # writeable
             w, b = self._params(xp, theta, layer)
             _perturbed_layer(
                 xp, layer, w, b, a, z, columns, scale, block, None if i == last else act
             )
             a = z
         return a
+
+
+class _Outputs:
+    """The layer outputs of a pass over ``sets`` parameter sets layer by layer: two flat
+    buffers in turn for the hidden layers (a layer's input and its output), since fresh
+    (sets, N, width) arrays per layer would cost their page faults again each time; the
+    last layer's a fresh array. ``None`` where the library's arrays cannot be filled."""
+
+    def __init__(self, xp: Namespace, sets: int, n: int, widest: int, like: Array) -> None:
+        self.xp, self.sets, self.n, self.widest = xp, sets, n, widest
+        self.dtype, self.device = like.dtype, array_device(like)
+        self.writeable = is_writeable_array(xp.empty((0,), dtype=self.dtype, device=self.device))
+        self._flats: list[Array | None] = [None, None]
+
+    def layer(self, i: int, last: bool, width: int) -> Array | None:
+        """Where layer ``i`` (of ``width`` outputs) writes; ``last`` for the readout."""
+        xp, shape = self.xp, (self.sets, self.n, width)
+        if not self.writeable:
+            return None
+        if last:
+            return xp.empty(shape, dtype=self.dtype, device=self.device)
+        flat = self._flats[i % 2]
+        if flat is None:
+            size = self.sets * self.n * self.widest
+            flat = self._flats[i % 2] = xp.empty((size,), dtype=self.dtype, device=self.device)
+        return xp.reshape(flat[: self.sets * self.n * width], shape)
 
 
 def _perturbed_layer(

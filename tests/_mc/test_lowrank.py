@@ -215,7 +215,14 @@ def test_gram_from_factors_is_the_dense_gram(xp, dtype, device, rank):
 
 @NOT_ON_JAX
 @pytest.mark.parametrize(("d", "bias", "out"), [(1, True, 1), (5, False, 2), (5, True, 3)])
-def test_mlp_factor_forward_is_the_materialized_forward(xp, dtype, device, make, d, bias, out):
+@pytest.mark.parametrize("product", [None, 600])
+def test_mlp_factor_forward_is_the_materialized_forward(
+    xp, dtype, device, make, monkeypatch, d, bias, out, product
+):
+    # product: bytes of a layer's outputs per block of sets; 600 makes blocks of 2 or 4 sets
+    # (a ragged last one) where arrays can be written
+    if product is not None:
+        monkeypatch.setattr("nntk_array.models.mlp._SWEEP_PRODUCT", product)
     xp = array_namespace(xp.empty(0))
     model = nk.MLP(d, (7, 6), out, activation="tanh", bias=bias)
     theta, x = make(model.init(0, xp=np)), make(_inputs(4, d))
