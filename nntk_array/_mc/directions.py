@@ -279,9 +279,9 @@ class _Tiled(Directions):
         """Tile (i, j), written into ``out`` (a view of its shape) when given."""
         raise NotImplementedError
 
-    def _draw_grid(self, rows: range, cols: range) -> Array | None:
-        """Tiles ``rows`` × ``cols`` drawn as one block where the generator can (JAX), else
-        ``None``."""
+    def _draw_grid(self, rows: range, cols: range, shape: tuple[int, int]) -> Array | None:
+        """Tiles ``rows`` × ``cols`` drawn as one block of ``shape`` where the generator can
+        (JAX), else ``None``."""
         return None
 
     def _block(self, rows: range, cols: range, *, keep: bool, out: Array | None = None) -> Array:
@@ -292,14 +292,14 @@ class _Tiled(Directions):
         """
         xp = self.xp
         keys = [(i, j) for i in rows for j in cols]
+        height = sum(self._tile_shape(i, cols[0])[0] for i in rows)
+        width = sum(self._tile_shape(rows[0], j)[1] for j in cols)
         if not self.writeable:
             if not keep and not any(k in self._cache for k in keys):
-                block = self._draw_grid(rows, cols)
+                block = self._draw_grid(rows, cols, (height, width))
                 if block is not None:
                     return block
             return _grid(xp, self._tiles(keys, keep=keep), len(rows), len(cols))
-        height = sum(self._tile_shape(i, cols[0])[0] for i in rows)
-        width = sum(self._tile_shape(rows[0], j)[1] for j in cols)
         if out is None or tuple(out.shape) != (height, width):
             out = xp.empty((height, width), dtype=self.dtype, device=self.device)
         draws, fresh = [], []
@@ -449,11 +449,9 @@ class _Gaussian(_Tiled):
             (_TILES, i, j), self._tile_shape(i, j), dtype=self.dtype, out=out
         )
 
-    def _draw_grid(self, rows: range, cols: range) -> Array | None:
-        height = sum(self._tile_shape(i, cols[0])[0] for i in rows)
-        width = sum(self._tile_shape(rows[0], j)[1] for j in cols)
+    def _draw_grid(self, rows: range, cols: range, shape: tuple[int, int]) -> Array | None:
         return self._gen.spawn_normal_grid(
-            _TILES, rows, cols, (height, width), (ROW_TILE, COL_TILE), dtype=self.dtype
+            _TILES, rows, cols, shape, (ROW_TILE, COL_TILE), dtype=self.dtype
         )
 
 
