@@ -35,6 +35,7 @@ from array_api_compat import device as array_device
 
 from .._special import ndtri
 from .._typing import Array, Device, DType, Namespace
+from ..backends.inplace import writeable
 from ..backends.linalg import gram
 from ..backends.random import Generator, draw_parallel
 
@@ -83,7 +84,7 @@ class Directions:
         #: height: explicit rows, and generated ones held whole
         self.any_rows = False
         #: the library's arrays can be filled in place (blocks are then drawn into buffers)
-        self.writeable = is_writeable_array(xp.empty((0,), dtype=dtype, device=device))
+        self.writeable = writeable(xp, device)
         self._gen: Generator
 
     def rows(self, start: int, stop: int, *, fresh: bool = False) -> Array:

@@ -10,12 +10,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from array_api_compat import array_namespace, device, is_writeable_array
+from array_api_compat import array_namespace, device
 
 from .._typing import Array, Namespace
 from .._validate import check_finite
 from .._xp import resolve
 from ..backends.dtypes import require_dtype
+from ..backends.inplace import writeable
 from ..backends.random import host_draws
 from ..models.protocol import Bound, bind, check_inputs
 from . import attention as att_mc
@@ -221,7 +222,7 @@ def _sweep_bytes(
         or spec.smoothing.form != "gaussian"
         or spec.smoothing.perturbation != "gaussian"
         or spec.attention is not None
-        or not is_writeable_array(xp.empty((0,), device=dev))
+        or not writeable(xp, dev)
         or not host_draws(xp, dev)
     ):
         return None

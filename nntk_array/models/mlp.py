@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from array_api_compat import device as array_device
-from array_api_compat import is_writeable_array
 
 from .._typing import Array, Device, DType, Namespace, SeedLike
 from .._validate import (
@@ -26,6 +25,7 @@ from .._validate import (
 )
 from .._xp import as_namespace, default_float_dtype, resolve
 from ..backends.dtypes import require_dtype
+from ..backends.inplace import writeable
 from ..backends.random import Generator
 from . import piecewise
 from .activations import ACTIVATIONS, Activation
@@ -964,7 +964,7 @@ class _Outputs:
     def __init__(self, xp: Namespace, sets: int, n: int, widest: int, like: Array) -> None:
         self.xp, self.sets, self.n, self.widest = xp, sets, n, widest
         self.dtype, self.device = like.dtype, array_device(like)
-        self.writeable = is_writeable_array(xp.empty((0,), dtype=self.dtype, device=self.device))
+        self.writeable = writeable(xp, self.device)
         self._flats: list[Array | None] = [None, None]
 
     def layer(self, i: int, last: bool, width: int) -> Array | None:
