@@ -311,16 +311,26 @@ def _jax_threefry() -> Any:
     return jax.threefry_partitionable(False)
 
 
+def _jax_path_normal(
+    root: Array, path: Sequence[Array], shape: tuple[int, ...], dtype: DType
+) -> Array:
+    """What ``spawn(*path).normal(shape)`` draws on JAX (the fold-ins, the draw's split, the
+    draw), for the compiled draws, so that they give the same numbers."""
+    import jax
+
+    key = root
+    for i in path:
+        key = jax.random.fold_in(key, i)
+    return jax.random.normal(jax.random.split(key)[1], shape, dtype=dtype)
+
+
 @functools.cache
 def _jax_spawn_normal() -> Callable[..., Array]:
     """The jitted fold-ins, split and normal draw of :meth:`Generator.spawn_normal`."""
     import jax
 
     def draw(root: Array, path: Array, shape: tuple[int, ...], dtype: DType) -> Array:
-        key = root
-        for k in range(path.shape[0]):
-            key = jax.random.fold_in(key, path[k])
-        return jax.random.normal(jax.random.split(key)[1], shape, dtype=dtype)
+        return _jax_path_normal(root, [path[k] for k in range(path.shape[0])], shape, dtype)
 
     compiled: Callable[..., Array] = jax.jit(draw, static_argnums=(2, 3))
     return compiled
@@ -346,8 +356,7 @@ def _jax_normal_grid() -> Callable[..., Array]:
         prefix, i0, j0 = start[0], start[1], start[2]
 
         def one(i: Array, j: Array, size: tuple[int, int]) -> Array:
-            key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(root, prefix), i), j)
-            return jax.random.normal(jax.random.split(key)[1], size, dtype=dtype)
+            return _jax_path_normal(root, (prefix, i, j), size, dtype)
 
         last_h, last_w = height - (n_i - 1) * th, width - (n_j - 1) * tw
         full_i = n_i if last_h == th else n_i - 1  # rows of tiles of full height
