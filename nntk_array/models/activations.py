@@ -12,7 +12,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from array_api_compat import is_writeable_array
+
 from .._typing import Array, Namespace
+from ..backends.inplace import clamp_min_into
 from ..backends.special import erf
 
 __all__ = ["ACTIVATIONS", "LEAKY_RELU_SLOPE", "Activation", "Kink"]
@@ -41,14 +44,24 @@ class Kink:
 
 @dataclass(frozen=True)
 class Activation:
-    """An activation ``fn``, its almost-everywhere derivative ``deriv``, and its two lines
+    """An activation ``fn``, its almost-everywhere derivative ``deriv``, its two lines
     where it is linear on either side of 0 (``kink``; networks of one input then evaluate
-    exactly by their breakpoints, see :mod:`.piecewise`)."""
+    exactly by their breakpoints, see :mod:`.piecewise`), and where it has one, ``fn_into``:
+    the same values written into its (writeable) argument, which large batched passes use
+    to spare a fresh array per layer."""
 
     name: str
     fn: _Fn
     deriv: _Fn
     kink: Kink | None = None
+    fn_into: _Fn | None = None
+
+    def apply(self, xp: Namespace, z: Array, *, reuse: bool) -> Array:
+        """``fn(z)``, written into ``z`` where ``reuse`` says the caller owns it, it can be
+        written, and the activation has an in-place form."""
+        if reuse and self.fn_into is not None and is_writeable_array(z):
+            return self.fn_into(xp, z)
+        return self.fn(xp, z)
 
 
 def _step(xp: Namespace, z: Array) -> Array:
@@ -73,6 +86,7 @@ ACTIVATIONS: dict[str, Activation] = {
             lambda xp, z: xp.maximum(z, 0.0),
             lambda xp, z: 0.5 * xp.sign(z) + 0.5,
             Kink(0.0, 0.0, 1.0, 0.0),
+            lambda xp, z: clamp_min_into(xp, z, 0.0),
         ),
         Activation(
             "leaky_relu",

@@ -25,7 +25,7 @@ from .._validate import (
 )
 from .._xp import as_namespace, default_float_dtype, resolve
 from ..backends.dtypes import require_dtype
-from ..backends.inplace import writeable
+from ..backends.inplace import matmul_into, writeable
 from ..backends.random import Generator
 from . import piecewise
 from .activations import ACTIVATIONS, Activation
@@ -70,6 +70,16 @@ def dense(xp: Namespace, a: Array, w: Array) -> Array:
         wt = xp.reshape(w, (*w.shape[:-2], 1, k))
         return xp.sum(a * wt, axis=-1)[..., None]
     return xp.matmul(a, w)
+
+
+def _dense_into(xp: Namespace, a: Array, w: Array, out: Array) -> None:
+    """``out[...] = dense(xp, a, w)`` for shared 2-D weights: a GEMM's product written
+    straight into ``out`` (contiguous, (..., N, n)) instead of a fresh array."""
+    k, n = a.shape[-1], w.shape[-1]
+    if k <= SMALL_CONTRACTION or n == 1:
+        out[...] = dense(xp, a, w)
+    else:
+        matmul_into(xp, xp.reshape(a, (-1, k)), w, xp.reshape(out, (-1, n)))
 
 
 @dataclass(frozen=True)
@@ -648,7 +658,7 @@ class MLP:
             z = _affine(xp, layer, a, w, b)
             if keep_trace:
                 trace.append((a, z))
-            a = z if i == last else act.fn(xp, z)
+            a = z if i == last else act.apply(xp, z, reuse=not keep_trace)
         return a, trace
 
     def eval_bytes_per_set(
@@ -772,8 +782,9 @@ class MLP:
         correction Σ_k (a·l_k) r_kᵀ as batched products of shape (B, N, r), the perturbed
         bias folded in as one more column; the first layer's input is shared, so it costs
         x W once and (N, r) products per perturbation. Where arrays can be written a few
-        sets go at a time (about 2 MiB of a layer's outputs), so the product, correction
-        and activation meet in the caches, into two (B, N, width) arrays used in turn. No
+        sets go at a time (about 2 MiB of a layer's outputs): the shared weights' product
+        is written straight into one of two (B, N, width) arrays used in turn, and the
+        correction and the activation follow in place while it is in the caches. No
         (B, P) array is formed. No validation.
 
         Parameters
@@ -832,18 +843,27 @@ class MLP:
             shared = layer.w_coef * w
             first = dense(xp, a, shared) if a.ndim == 2 else None  # the shared input's share
             z = outputs.layer(i, i == last, layer.fan_out)
-            parts = []
+            if z is None:  # the whole batch in new arrays
+                term = xp.matmul(t, right)  # correction and bias
+                term += first if first is not None else dense(xp, a, shared)
+                a = term if i == last else act.fn(xp, term)
+                continue
             for s0 in range(0, sets, few):
                 s1 = min(s0 + few, sets)
-                term = xp.matmul(t[s0:s1, ...], right[s0:s1, ...])  # correction and bias
-                term += first if first is not None else dense(xp, a[s0:s1, ...], shared)
-                if i != last:
-                    term = act.fn(xp, term)
-                if z is None:
-                    parts.append(term)
+                # the products land in the layer's buffer, the correction and the
+                # activation follow while it is in the caches
+                out = z[s0:s1, ...]
+                if first is not None:
+                    matmul_into(xp, t[s0:s1, ...], right[s0:s1, ...], out)
+                    out += first
                 else:
-                    z[s0:s1, ...] = term
-            a = z if z is not None else parts[0] if len(parts) == 1 else xp.concat(parts)
+                    _dense_into(xp, a[s0:s1, ...], shared, out)
+                    out += xp.matmul(t[s0:s1, ...], right[s0:s1, ...])
+                if i != last:
+                    activated = act.apply(xp, out, reuse=True)
+                    if activated is not out:  # no in-place form
+                        out[...] = activated
+            a = z
         return a
 
     def column_bytes(self, sets: int, n_inputs: int, itemsize: int) -> int | None:

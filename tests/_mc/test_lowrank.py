@@ -216,15 +216,16 @@ def test_gram_from_factors_is_the_dense_gram(xp, dtype, device, rank):
 @NOT_ON_JAX
 @pytest.mark.parametrize(("d", "bias", "out"), [(1, True, 1), (5, False, 2), (5, True, 3)])
 @pytest.mark.parametrize("product", [None, 600])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])  # assigned / written in place
 def test_mlp_factor_forward_is_the_materialized_forward(
-    xp, dtype, device, make, monkeypatch, d, bias, out, product
+    xp, dtype, device, make, monkeypatch, d, bias, out, product, activation
 ):
     # product: bytes of a layer's outputs per block of sets; 600 makes blocks of 2 or 4 sets
     # (a ragged last one) where arrays can be written
     if product is not None:
         monkeypatch.setattr("nntk_array.models.mlp._SWEEP_PRODUCT", product)
     xp = array_namespace(xp.empty(0))
-    model = nk.MLP(d, (7, 6), out, activation="tanh", bias=bias)
+    model = nk.MLP(d, (7, 6), out, activation=activation, bias=bias)
     theta, x = make(model.init(0, xp=np)), make(_inputs(4, d))
     f = _factors(xp, model, 9, 2, dtype, device)
     h = f.perturbation(0, 9, 0.3)
