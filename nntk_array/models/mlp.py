@@ -44,10 +44,14 @@ _SWEEP_PRODUCT = 2 * 2**20
 SMALL_CONTRACTION = 4
 
 
-def dense(xp: Namespace, a: Array, w: Array) -> Array:
+def dense(xp: Namespace, a: Array, w: Array, out: Array | None = None) -> Array:
     """``a @ w`` for activations (..., N, k) and weights (..., k, n), shaped for speed: a sum
     of k broadcast products when k is small, one 2-D GEMM when the weights are shared
     (2-D ``w``; ``a`` may carry a batch of parameter sets), a reduction when n = 1.
+
+    With ``out`` (writeable and contiguous, of the product's shape) the product is written
+    there and ``out`` returned: the shared weights' GEMM writes it directly (no fresh array
+    of the product's size), the other forms are assigned.
 
     Examples
     --------
@@ -58,28 +62,25 @@ def dense(xp: Namespace, a: Array, w: Array) -> Array:
     """
     k = a.shape[-1]
     if k <= SMALL_CONTRACTION:
-        out = a[..., 0:1] * w[..., 0:1, :]
+        product = a[..., 0:1] * w[..., 0:1, :]
         for i in range(1, k):
-            out = out + a[..., i : i + 1] * w[..., i : i + 1, :]
-        return out
-    if a.ndim > 2 and a.ndim >= w.ndim and math.prod(w.shape[:-2]) == 1:  # shared weights
+            product = product + a[..., i : i + 1] * w[..., i : i + 1, :]
+    elif a.ndim > 2 and a.ndim >= w.ndim and math.prod(w.shape[:-2]) == 1:  # shared weights
         lead, n = tuple(a.shape[:-1]), w.shape[-1]
-        out = xp.matmul(xp.reshape(a, (-1, k)), xp.reshape(w, (k, n)))
-        return xp.reshape(out, (*lead, n))
-    if w.shape[-1] == 1:
+        rows, weights = xp.reshape(a, (-1, k)), xp.reshape(w, (k, n))
+        if out is not None:
+            matmul_into(xp, rows, weights, xp.reshape(out, (-1, n)))
+            return out
+        product = xp.reshape(xp.matmul(rows, weights), (*lead, n))
+    elif w.shape[-1] == 1:
         wt = xp.reshape(w, (*w.shape[:-2], 1, k))
-        return xp.sum(a * wt, axis=-1)[..., None]
-    return xp.matmul(a, w)
-
-
-def _dense_into(xp: Namespace, a: Array, w: Array, out: Array) -> None:
-    """``out[...] = dense(xp, a, w)`` for shared 2-D weights: a GEMM's product written
-    straight into ``out`` (contiguous, (..., N, n)) instead of a fresh array."""
-    k, n = a.shape[-1], w.shape[-1]
-    if k <= SMALL_CONTRACTION or n == 1:
-        out[...] = dense(xp, a, w)
+        product = xp.sum(a * wt, axis=-1)[..., None]
     else:
-        matmul_into(xp, xp.reshape(a, (-1, k)), w, xp.reshape(out, (-1, n)))
+        product = xp.matmul(a, w)
+    if out is None:
+        return product
+    out[...] = product
+    return out
 
 
 @dataclass(frozen=True)
@@ -857,7 +858,7 @@ class MLP:
                     matmul_into(xp, t[s0:s1, ...], right[s0:s1, ...], out)
                     out += first
                 else:
-                    _dense_into(xp, a[s0:s1, ...], shared, out)
+                    dense(xp, a[s0:s1, ...], shared, out)
                     out += xp.matmul(t[s0:s1, ...], right[s0:s1, ...])
                 if i != last:
                     activated = act.apply(xp, out, reuse=True)

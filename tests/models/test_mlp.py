@@ -260,3 +260,31 @@ class TestApplyByColumns:
         assert nk.MLP(1, (16,)).column_bytes(8, 64, 8) is None
         assert nk.MLP(1, (16,)).column_bytes(8, 8, 8) is not None
         assert nk.MLP(2, (16,)).column_bytes(8, 64, 8) is not None
+
+
+@pytest.mark.parametrize(
+    ("a_shape", "w_shape"),
+    [
+        ((3, 5, 2), (2, 4)),  # few inputs: broadcast products
+        ((3, 5, 7), (7, 4)),  # shared weights: one GEMM
+        ((3, 5, 7), (7, 1)),  # shared weights, one output
+        ((3, 5, 7), (3, 7, 1)),  # one output per set: a reduction
+        ((3, 5, 7), (3, 7, 4)),  # weights per set: batched products
+    ],
+)
+def test_dense_writes_the_product_into_out(xp, make, dtype, device, a_shape, w_shape):
+    from nntk_array.models.mlp import dense
+
+    g = np.random.default_rng(0)
+    a, w = g.standard_normal(a_shape), g.standard_normal(w_shape)
+    expected = a @ w
+    got = to_numpy(dense(xp, make(a), make(w)))
+    np.testing.assert_allclose(got, expected, rtol=tol(dtype, "contraction"), atol=1e-6)
+    if not is_writeable_array(make(a)):
+        return
+    buf = xp.zeros((2, *expected.shape), dtype=dtype, device=device)
+    out = buf[1, ...]
+    assert dense(xp, make(a), make(w), out) is out
+    written = to_numpy(buf)
+    np.testing.assert_allclose(written[1], expected, rtol=tol(dtype, "contraction"), atol=1e-6)
+    assert not written[0].any()
